@@ -1,0 +1,10 @@
+//! rnnlab: an experiment harness that shows, with numbers and pictures, why a vanilla RNN
+//! forgets and an LSTM remembers.
+//!
+//! Reading order: [`real`] (the float type) → [`params`] (named tensors) → [`cell`] (forward
+//! and backward through time) → [`head`] and [`loss`] → [`model`] (the three composed) →
+//! [`gradcheck`] (how every gradient is verified) → [`tasks`] → [`optim`] → [`train`].
+
+pub mod cell;
+pub mod params;
+pub mod real;
