@@ -5,6 +5,13 @@
 //! and backward through time) → [`head`] and [`loss`] → [`model`] (the three composed) →
 //! [`gradcheck`] (how every gradient is verified) → [`tasks`] → [`optim`] → [`train`].
 
+pub mod batch;
 pub mod cell;
+pub mod fsutil;
+pub mod gradcheck;
+pub mod head;
+pub mod init;
+pub mod loss;
+pub mod model;
 pub mod params;
 pub mod real;

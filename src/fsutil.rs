@@ -1,0 +1,116 @@
+//! Writing results so that nothing is ever half-written.
+//!
+//! Single files are written to a temporary file in the same folder and renamed into place;
+//! output folders are filled as a hidden sibling folder and moved into place when complete
+//! ([`StagedDir`]). An interrupted run leaves at most a hidden `.rnnlab-tmp-*` folder, never a
+//! half-written result, and a finished result is replaced only by a complete one.
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically (temporary file + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rnnlab-tmp-")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "cannot write {}: folder {} is not writable",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// An output folder under construction: files go into a hidden temporary sibling of the
+/// final folder, and [`StagedDir::commit`] moves it into place (replacing an older result
+/// only then). Dropped without commit, the temporary folder is deleted.
+pub struct StagedDir {
+    tmp: Option<tempfile::TempDir>,
+    target: PathBuf,
+}
+
+impl StagedDir {
+    /// Prepares to write the folder `target` (its parent is created if needed).
+    pub fn new(target: &Path) -> Result<StagedDir> {
+        if target.is_file() {
+            anyhow::bail!("--out {} is a file, not a folder", target.display());
+        }
+        let parent = parent_dir(target);
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create output folder {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".rnnlab-tmp-")
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot write into {}: not writable", parent.display()))?;
+        Ok(StagedDir {
+            tmp: Some(tmp),
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Where to write files now.
+    pub fn path(&self) -> &Path {
+        self.tmp.as_ref().expect("not committed").path()
+    }
+
+    /// The final location.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Moves the finished folder into place, replacing any older one.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let tmp = self.tmp.take().expect("not committed").keep();
+        if self.target.exists() {
+            let old = tmp.with_extension("old");
+            std::fs::rename(&self.target, &old)
+                .with_context(|| format!("cannot replace {}", self.target.display()))?;
+            std::fs::rename(&tmp, &self.target)
+                .with_context(|| format!("cannot move results into {}", self.target.display()))?;
+            std::fs::remove_dir_all(&old).ok();
+        } else {
+            std::fs::rename(&tmp, &self.target)
+                .with_context(|| format!("cannot move results into {}", self.target.display()))?;
+        }
+        Ok(self.target.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_dir_appears_only_on_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("out");
+        let staged = StagedDir::new(&target).unwrap();
+        std::fs::write(staged.path().join("a.csv"), "x").unwrap();
+        assert!(!target.exists());
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("a.csv")).unwrap(), "x");
+
+        // A second, abandoned run leaves the first result untouched and no debris.
+        let staged = StagedDir::new(&target).unwrap();
+        std::fs::write(staged.path().join("b.csv"), "y").unwrap();
+        drop(staged);
+        assert!(!target.join("b.csv").exists());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+}
