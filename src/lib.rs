@@ -15,3 +15,4 @@ pub mod loss;
 pub mod model;
 pub mod params;
 pub mod real;
+pub mod tasks;
