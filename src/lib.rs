@@ -7,12 +7,15 @@
 
 pub mod batch;
 pub mod cell;
+pub mod checkpoint;
 pub mod fsutil;
 pub mod gradcheck;
 pub mod head;
 pub mod init;
 pub mod loss;
 pub mod model;
+pub mod optim;
 pub mod params;
 pub mod real;
 pub mod tasks;
+pub mod train;
