@@ -11,6 +11,7 @@
 use crate::head::Readout;
 use crate::model::Model;
 use crate::params::{CellKind, NAMES, Params};
+use crate::real::Real;
 use anyhow::{Context, Result, anyhow, bail};
 use ndarray::{ArrayViewMutD, IxDyn};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -30,40 +31,31 @@ pub struct CheckpointInfo {
 
 /// Writes `model` to `path` (atomically).
 pub fn save(path: &Path, model: &Model<f32>, task: &str, seq_len: usize) -> Result<()> {
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
-        .params
-        .tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            (
-                name.to_string(),
-                t.shape().to_vec(),
-                t.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = tensors
-        .iter()
-        .map(|(n, shape, bytes)| {
-            Ok((
-                n.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata: HashMap<String, String> = [
-        ("format", "pt".to_string()),
+    let metadata = [
         ("rnnlab.cell", model.cell().name().to_string()),
         ("rnnlab.readout", model.readout.name().to_string()),
         ("rnnlab.task", task.to_string()),
         ("rnnlab.seq_len", seq_len.to_string()),
-        ("rnnlab.version", env!("CARGO_PKG_VERSION").to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let bytes = safetensors::serialize(views, Some(metadata))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    ];
+    crate::fsutil::write_atomic(path, &serialize(&model.params, &metadata)?)
+}
+
+/// The tensors of `params` (as f32, PyTorch names) and `metadata` as safetensors bytes; also
+/// used for `probe`'s `grads.safetensors`.
+pub fn serialize<F: Real>(params: &Params<F>, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
+    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = params
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.shape().to_vec(), t.iter().flat_map(|v| (v.f64() as f32).to_le_bytes()).collect()))
+        .collect();
+    let views = tensors
+        .iter()
+        .map(|(n, shape, bytes)| Ok((n.to_string(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    meta.insert("format".into(), "pt".into());
+    meta.insert("rnnlab.version".into(), env!("CARGO_PKG_VERSION").into());
+    Ok(safetensors::serialize(views, Some(meta))?)
 }
 
 /// Reads a checkpoint. `readout` is used when the file does not record one (PyTorch files).

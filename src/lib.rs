@@ -19,3 +19,7 @@ pub mod params;
 pub mod real;
 pub mod tasks;
 pub mod train;
+pub mod cli;
+pub mod commands;
+pub mod probe;
+pub mod report;

@@ -1,1 +1,39 @@
-fn main() {}
+//! The `rnnlab` binary: parse, dispatch, map errors to exit codes. All work is in the library.
+
+use clap::Parser;
+use rnnlab::cli::{Cli, Command};
+use rnnlab::commands::{self, UsageError};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion, DisplayHelpOnMissingArgumentOrSubcommand};
+            if matches!(e.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return ExitCode::from(if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
+            }
+            // One line: clap's first line ("error: invalid value 'x' for '--task <TASK>'"),
+            // with the allowed values when clap lists them on a line of their own.
+            let rendered = e.render().to_string();
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("error: bad arguments");
+            let allowed = lines.find(|l| l.starts_with("[possible values")).unwrap_or("");
+            eprintln!("rnnlab: {first} {allowed}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &cli.command {
+        Command::Train(args) => commands::train(args),
+        Command::Probe(args) => commands::probe(args),
+        Command::Gradcheck(args) => commands::gradcheck(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rnnlab: error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
+        }
+    }
+}

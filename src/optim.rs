@@ -66,6 +66,16 @@ pub enum Clip {
     },
 }
 
+impl std::fmt::Display for Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Clip::None => write!(f, "no clipping"),
+            Clip::Norm { max } => write!(f, "clip norm {max}"),
+            Clip::Value { max } => write!(f, "clip value {max}"),
+        }
+    }
+}
+
 /// Applies `clip` to `grads` in place. Returns the global norm *before* clipping.
 pub fn clip(grads: &mut Params<f32>, clip: Clip) -> f64 {
     let norm = grads.global_norm();

@@ -224,26 +224,6 @@ pub fn evaluate(model: &Model<f32>, task: &dyn Task, batch: &Batch) -> (f64, f64
     (loss, task.accuracy(y.view(), batch))
 }
 
-/// Probes of `model` on `batch`: one forward/backward in f64 (gradients far back in time
-/// underflow f32), from the zero state.
-pub fn probe(model: &Model<f32>, batch: &Batch) -> ProbeRecord {
-    let m64: Model<f64> = model.cast();
-    let x = batch.x.mapv(f64::from);
-    let fwd = m64.forward(x.view(), &m64.zero_state(x.dim().1));
-    let forget_gate = match &fwd.cache {
-        crate::cell::Cache::Lstm(c) => Some(c.forget_gate_mean()),
-        _ => None,
-    };
-    let (loss, dy) = crate::loss::loss(fwd.y.view(), &batch.target);
-    let grads = m64.backward(fwd, dy.view());
-    ProbeRecord {
-        step: 0,
-        probes: grads.probes,
-        forget_gate,
-        loss,
-    }
-}
-
 /// Trains `model` (fresh from [`new_model`], or loaded from a checkpoint) on `task`.
 pub fn train(
     task: &dyn Task,
@@ -266,10 +246,8 @@ pub fn train(
     let mut since_eval = (0.0, 0usize);
     let record_probe = |model: &Model<f32>, step: usize, probes: &mut Vec<ProbeRecord>| {
         if let Some(b) = &probe_set {
-            probes.push(ProbeRecord {
-                step,
-                ..probe(model, b)
-            });
+            let r = crate::probe::run(model, b);
+            probes.push(ProbeRecord { step, probes: r.probes, forget_gate: r.forget_gate, loss: r.loss });
         }
     };
     record_probe(&model, 0, &mut probes);

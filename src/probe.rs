@@ -1,0 +1,70 @@
+//! Probes: the per-timestep gradient norm ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) of one model on one batch.
+//!
+//! L is the task's training loss on the batch (mean over the batch, as PyTorch's default),
+//! from the zero initial state. The whole pass runs in f64 from the model's f32 weights:
+//! gradients far back in time reach 1e-30 and below, where f32 would underflow to zero.
+//! [`write`] produces `probe`'s files: `grad_norms.csv` (t, distance, dh_norm [, dc_norm]),
+//! `grads.safetensors` (the parameter gradients under their PyTorch names, f32) and
+//! `grad_norms.png`.
+
+use crate::batch::Batch;
+use crate::cell::{Cache, Probes};
+use crate::model::Model;
+use crate::params::Params;
+use crate::report::{num, write_table};
+use crate::tasks::Task;
+use anyhow::Result;
+use std::path::Path;
+
+/// Everything one probe pass measures.
+pub struct ProbeReport {
+    pub loss: f64,
+    pub probes: Probes,
+    /// LSTM: mean forget-gate activation per timestep.
+    pub forget_gate: Option<Vec<f64>>,
+    /// Parameter gradients of the batch.
+    pub grads: Params<f64>,
+}
+
+/// One forward/backward pass of `model` on `batch` in f64.
+pub fn run(model: &Model<f32>, batch: &Batch) -> ProbeReport {
+    let m64: Model<f64> = model.cast();
+    let x = batch.x.mapv(f64::from);
+    let fwd = m64.forward(x.view(), &m64.zero_state(x.dim().1));
+    let forget_gate = match &fwd.cache {
+        Cache::Lstm(c) => Some(c.forget_gate_mean()),
+        Cache::Rnn(_) => None,
+    };
+    let (loss, dy) = crate::loss::loss(fwd.y.view(), &batch.target);
+    let grads = m64.backward(fwd, dy.view());
+    ProbeReport { loss, probes: grads.probes, forget_gate, grads: grads.params }
+}
+
+/// The rows of `grad_norms.csv`: t, distance = T−1−t, dh_norm [, dc_norm].
+pub fn grad_norm_rows(probes: &Probes) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let t_len = probes.dh_norm.len();
+    let mut header = vec!["t", "distance", "dh_norm"];
+    if probes.dc_norm.is_some() {
+        header.push("dc_norm");
+    }
+    let rows = (0..t_len)
+        .map(|t| {
+            let mut r = vec![t.to_string(), (t_len - 1 - t).to_string(), num(probes.dh_norm[t])];
+            if let Some(dc) = &probes.dc_norm {
+                r.push(num(dc[t]));
+            }
+            r
+        })
+        .collect();
+    (header, rows)
+}
+
+/// Writes `grad_norms.csv`, `grads.safetensors` and `grad_norms.png` into `dir`.
+pub fn write(dir: &Path, report: &ProbeReport, model: &Model<f32>, task: &dyn Task) -> Result<()> {
+    let (header, rows) = grad_norm_rows(&report.probes);
+    write_table(&dir.join("grad_norms.csv"), &header, &rows)?;
+    let meta = [("rnnlab.loss", format!("{:e}", report.loss)), ("rnnlab.task", task.name().to_string())];
+    crate::fsutil::write_atomic(&dir.join("grads.safetensors"), &crate::checkpoint::serialize(&report.grads, &meta)?)?;
+    let _ = model;
+    Ok(())
+}
