@@ -134,14 +134,24 @@ impl TaskModelArgs {
     /// The initialisation settings.
     pub fn init(&self) -> Result<Init> {
         if !self.init_scale.is_finite() {
-            bail!("--init-scale {} is invalid: it must be a finite number", self.init_scale);
+            bail!(
+                "--init-scale {} is invalid: it must be a finite number",
+                self.init_scale
+            );
         }
         let recurrent = match self.init {
             InitName::Uniform => RecurrentInit::Uniform,
-            InitName::Orthogonal => RecurrentInit::Orthogonal { gain: self.init_scale },
-            InitName::Identity => RecurrentInit::Identity { scale: self.init_scale },
+            InitName::Orthogonal => RecurrentInit::Orthogonal {
+                gain: self.init_scale,
+            },
+            InitName::Identity => RecurrentInit::Identity {
+                scale: self.init_scale,
+            },
         };
-        Ok(Init { recurrent, forget_bias: self.forget_bias })
+        Ok(Init {
+            recurrent,
+            forget_bias: self.forget_bias,
+        })
     }
 }
 
@@ -195,15 +205,20 @@ impl TrainArgs {
     pub fn config(&self) -> Result<TrainConfig> {
         let c = &self.common;
         let optimizer = match self.optimizer {
-            OptimizerName::Sgd => OptimizerKind::Sgd { momentum: self.momentum },
+            OptimizerName::Sgd => OptimizerKind::Sgd {
+                momentum: self.momentum,
+            },
             OptimizerName::Rmsprop => OptimizerKind::by_name("rmsprop", 0.0).expect("known"),
             OptimizerName::Adam => OptimizerKind::by_name("adam", 0.0).expect("known"),
         };
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            bail!("--momentum {} is invalid: it must be in [0, 1)", self.momentum);
+            bail!(
+                "--momentum {} is invalid: it must be in [0, 1)",
+                self.momentum
+            );
         }
         let clip = match (self.clip, self.clip_mode) {
-            (c, _) if c == 0.0 => Clip::None,
+            (0.0, _) => Clip::None,
             (max, ClipMode::Norm) => Clip::Norm { max },
             (max, ClipMode::Value) => Clip::Value { max },
         };
@@ -271,16 +286,35 @@ mod tests {
     }
 
     fn train_config(args: &[&str]) -> Result<TrainConfig> {
-        let cli = Cli::try_parse_from(["rnnlab", "train"].iter().chain(args)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let Command::Train(t) = cli.command else { panic!("not train") };
+        let cli = Cli::try_parse_from(["rnnlab", "train"].iter().chain(args))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Command::Train(t) = cli.command else {
+            panic!("not train")
+        };
         t.config()
     }
 
     #[test]
     fn train_defaults_and_overrides() {
-        let cfg = train_config(&["--task", "adding", "--model", "lstm", "--seq-len", "100"]).unwrap();
+        let cfg =
+            train_config(&["--task", "adding", "--model", "lstm", "--seq-len", "100"]).unwrap();
         assert_eq!(cfg, TrainConfig::default());
-        let cfg = train_config(&["--task", "copy", "--model", "rnn", "--seq-len", "20", "--lr", "3e-3", "--clip", "0", "--optimizer", "sgd", "--no-early-stop"]).unwrap();
+        let cfg = train_config(&[
+            "--task",
+            "copy",
+            "--model",
+            "rnn",
+            "--seq-len",
+            "20",
+            "--lr",
+            "3e-3",
+            "--clip",
+            "0",
+            "--optimizer",
+            "sgd",
+            "--no-early-stop",
+        ])
+        .unwrap();
         assert_eq!(cfg.cell, CellKind::Rnn);
         assert_eq!(cfg.lr, 3e-3);
         assert_eq!(cfg.clip, Clip::None);
@@ -302,9 +336,16 @@ mod tests {
             let err = format!("{:#}", train_config(&args).unwrap_err());
             assert!(err.contains(expect), "{flag} {value}: {err}");
         }
-        let err = train_config(&["--task", "sorting", "--model", "lstm"]).unwrap_err().to_string();
-        assert!(err.contains("invalid value 'sorting'") && err.contains("adding, copy"), "{err}");
-        let err = train_config(&["--task", "adding", "--model", "gru"]).unwrap_err().to_string();
+        let err = train_config(&["--task", "sorting", "--model", "lstm"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid value 'sorting'") && err.contains("adding, copy"),
+            "{err}"
+        );
+        let err = train_config(&["--task", "adding", "--model", "gru"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid value 'gru'"), "{err}");
     }
 }
