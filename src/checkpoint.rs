@@ -46,13 +46,29 @@ pub fn serialize<F: Real>(params: &Params<F>, metadata: &[(&str, String)]) -> Re
     let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = params
         .tensors()
         .into_iter()
-        .map(|(name, t)| (name, t.shape().to_vec(), t.iter().flat_map(|v| (v.f64() as f32).to_le_bytes()).collect()))
+        .map(|(name, t)| {
+            (
+                name,
+                t.shape().to_vec(),
+                t.iter()
+                    .flat_map(|v| (v.f64() as f32).to_le_bytes())
+                    .collect(),
+            )
+        })
         .collect();
     let views = tensors
         .iter()
-        .map(|(n, shape, bytes)| Ok((n.to_string(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .map(|(n, shape, bytes)| {
+            Ok((
+                n.to_string(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut meta: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     meta.insert("format".into(), "pt".into());
     meta.insert("rnnlab.version".into(), env!("CARGO_PKG_VERSION").into());
     Ok(safetensors::serialize(views, Some(meta))?)

@@ -29,6 +29,63 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Finite-difference check of every parameter, input and initial-state gradient (f64).
     Gradcheck(GradcheckArgs),
+    /// Run a named experiment (experiments/NAME.toml): charts, CSVs and summary.md in plots/NAME.
+    Experiment(ExperimentArgs),
+    /// Redraw the charts and summary.md of a finished experiment from its CSV files.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// Experiment name, e.g. `vanishing` (see --list).
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// List the available experiments, one line each.
+    #[arg(long)]
+    pub list: bool,
+    /// A small version with the same charts that finishes in seconds (the file's [quick] table).
+    #[arg(long)]
+    pub quick: bool,
+    /// Output folder [default: plots/NAME].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Number of seeds per sweep point (overrides the file).
+    #[arg(long, value_name = "N")]
+    pub seeds: Option<usize>,
+    /// Runs trained in parallel [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Override one value of the experiment file, e.g. --set sweep.adding.steps=3000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub sets: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (for example model.hidden=32)"
+        )),
+    }
+}
+
+impl ExperimentArgs {
+    /// The library's options.
+    pub fn options(&self) -> crate::experiment::Options {
+        crate::experiment::Options {
+            quick: self.quick,
+            out: self.out.clone(),
+            jobs: self.jobs,
+            seeds: self.seeds,
+            sets: self.sets.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Folder of a finished experiment (e.g. plots/vanishing).
+    pub dir: PathBuf,
 }
 
 /// Task names.

@@ -6,7 +6,7 @@
 
 use crate::batch::{Batch, Target};
 use crate::checkpoint;
-use crate::cli::{GradcheckArgs, ProbeArgs, TaskModelArgs, TrainArgs};
+use crate::cli::{ExperimentArgs, GradcheckArgs, PlotArgs, ProbeArgs, TaskModelArgs, TrainArgs};
 use crate::fsutil::StagedDir;
 use crate::gradcheck::{self, LossKind, Sizes, TOLERANCE};
 use crate::head::Readout;
@@ -29,11 +29,19 @@ pub fn usage(e: anyhow::Error) -> anyhow::Error {
 }
 
 /// Builds the task and the model (fresh, or from `--checkpoint`) and checks that they fit.
-fn task_and_model(args: &TaskModelArgs, init_cfg: &TrainConfig, seq_len: Option<usize>) -> Result<(Box<dyn Task>, Model<f32>)> {
+fn task_and_model(
+    args: &TaskModelArgs,
+    init_cfg: &TrainConfig,
+    seq_len: Option<usize>,
+) -> Result<(Box<dyn Task>, Model<f32>)> {
     let task_name = args.task.name();
     let from_file = match &args.checkpoint {
         Some(path) => {
-            let readout = if task_name == "adding" { Readout::Last } else { Readout::Every };
+            let readout = if task_name == "adding" {
+                Readout::Last
+            } else {
+                Readout::Every
+            };
             Some(checkpoint::load(path, readout)?)
         }
         None => None,
@@ -48,7 +56,11 @@ fn task_and_model(args: &TaskModelArgs, init_cfg: &TrainConfig, seq_len: Option<
             let path = args.checkpoint.as_ref().expect("loaded").display();
             let p = &model.params;
             if model.cell() != CellKind::from(args.model) {
-                bail!("checkpoint {path} holds an {} but --model is {}", model.cell(), CellKind::from(args.model));
+                bail!(
+                    "checkpoint {path} holds an {} but --model is {}",
+                    model.cell(),
+                    CellKind::from(args.model)
+                );
             }
             if p.input_size() != task.input_size() || p.output_size() != task.output_size() {
                 bail!(
@@ -61,7 +73,12 @@ fn task_and_model(args: &TaskModelArgs, init_cfg: &TrainConfig, seq_len: Option<
                 );
             }
             if model.readout != task.readout() {
-                bail!("checkpoint {path} reads the {} step(s), but the {} task reads the {}", model.readout.name(), task.name(), task.readout().name());
+                bail!(
+                    "checkpoint {path} reads the {} step(s), but the {} task reads the {}",
+                    model.readout.name(),
+                    task.name(),
+                    task.readout().name()
+                );
             }
             model
         }
@@ -76,7 +93,13 @@ fn check_writable_file(flag: &str, path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    tempfile::tempfile_in(dir).map(|_| ()).map_err(|e| anyhow!("{flag} {}: cannot write into {} ({e})", path.display(), dir.display()))
+    tempfile::tempfile_in(dir).map(|_| ()).map_err(|e| {
+        anyhow!(
+            "{flag} {}: cannot write into {} ({e})",
+            path.display(),
+            dir.display()
+        )
+    })
 }
 
 /// `rnnlab train`.
@@ -84,7 +107,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let cfg = args.config().map_err(usage)?;
     let (task, model) = task_and_model(&args.common, &cfg, None).map_err(usage)?;
     let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("plots/train/{}-{}-T{}", task.name(), cfg.cell, task.seq_len()))
+        PathBuf::from(format!(
+            "plots/train/{}-{}-T{}",
+            task.name(),
+            cfg.cell,
+            task.seq_len()
+        ))
     });
     let staged = StagedDir::new(&out).map_err(usage)?;
     if let Some(save) = &args.save {
@@ -106,8 +134,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     );
     let bar = ProgressBar::new(cfg.steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+        )
+        .expect("valid template"),
     );
     let mut last_eval = String::from("eval: —");
     let result = train::train(task.as_ref(), &cfg, model, &mut |event| match event {
@@ -118,7 +148,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             }
         }
         Event::Eval(row) => {
-            last_eval = format!("eval loss {:.4} acc {:.3}", row.eval_loss, row.eval_accuracy);
+            last_eval = format!(
+                "eval loss {:.4} acc {:.3}",
+                row.eval_loss, row.eval_accuracy
+            );
         }
     })?;
     bar.finish_and_clear();
@@ -134,13 +167,23 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         "seconds": result.seconds,
         "version": env!("CARGO_PKG_VERSION"),
     });
-    std::fs::write(staged.path().join("run.json"), serde_json::to_string_pretty(&run)?)?;
+    std::fs::write(
+        staged.path().join("run.json"),
+        serde_json::to_string_pretty(&run)?,
+    )?;
     let out = staged.commit()?;
 
     let last = result.metrics.last();
-    let summary = last.map_or("no evaluation".to_string(), |r| format!("held-out accuracy {:.3}, loss {:.4}", r.eval_accuracy, r.eval_loss));
+    let summary = last.map_or("no evaluation".to_string(), |r| {
+        format!(
+            "held-out accuracy {:.3}, loss {:.4}",
+            r.eval_accuracy, r.eval_loss
+        )
+    });
     match &result.outcome {
-        Outcome::Solved { step } => println!("solved at step {step}: {summary} ({:.1} s)", result.seconds),
+        Outcome::Solved { step } => {
+            println!("solved at step {step}: {summary} ({:.1} s)", result.seconds)
+        }
         Outcome::Finished => println!(
             "not solved in {} steps: {summary} (baseline loss {:.4}, chance accuracy {:.3}) ({:.1} s)",
             cfg.steps,
@@ -152,7 +195,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     println!("wrote {}/metrics.csv", out.display());
     if let Outcome::Diverged { step, what } = &result.outcome {
-        bail!("diverged at step {step} ({what}); the metrics up to then are in {}/metrics.csv", out.display());
+        bail!(
+            "diverged at step {step} ({what}); the metrics up to then are in {}/metrics.csv",
+            out.display()
+        );
     }
     if let Some(save) = &args.save {
         checkpoint::save(save, &result.model, task.name(), task.seq_len())?;
@@ -163,7 +209,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 /// `rnnlab probe`.
 pub fn probe(args: &ProbeArgs) -> Result<()> {
-    let init_cfg = TrainConfig { cell: args.common.model.into(), hidden: args.common.hidden, init: args.common.init().map_err(usage)?, seed: args.common.seed, ..TrainConfig::default() };
+    let init_cfg = TrainConfig {
+        cell: args.common.model.into(),
+        hidden: args.common.hidden,
+        init: args.common.init().map_err(usage)?,
+        seed: args.common.seed,
+        ..TrainConfig::default()
+    };
     if args.common.hidden == 0 || args.batch == 0 {
         return Err(usage(anyhow!("--hidden and --batch must be at least 1")));
     }
@@ -174,12 +226,22 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
     // A batch file fixes T; for the copy task the file's length is T + 2K.
     let seq_len_from_file = file_batch.as_ref().map(|b| {
         let steps = b.dim().0;
-        if args.common.task.name() == "copy" { steps.saturating_sub(2 * args.common.copy_len) } else { steps }
+        if args.common.task.name() == "copy" {
+            steps.saturating_sub(2 * args.common.copy_len)
+        } else {
+            steps
+        }
     });
-    let (task, model) = task_and_model(&args.common, &init_cfg, seq_len_from_file).map_err(usage)?;
+    let (task, model) =
+        task_and_model(&args.common, &init_cfg, seq_len_from_file).map_err(usage)?;
     let batch = match file_batch {
         Some(b) => {
-            check_batch_fits(&b, task.as_ref(), &model).map_err(|e| usage(e.context(format!("batch file {}", args.batch_file.as_ref().expect("given").display()))))?;
+            check_batch_fits(&b, task.as_ref(), &model).map_err(|e| {
+                usage(e.context(format!(
+                    "batch file {}",
+                    args.batch_file.as_ref().expect("given").display()
+                )))
+            })?;
             b
         }
         None => train::probe_batch(task.as_ref(), args.common.data_seed, args.batch),
@@ -208,7 +270,10 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
         dh.len() - 1,
         first / last
     );
-    println!("wrote {}/grad_norms.csv, grads.safetensors, grad_norms.png", out.display());
+    println!(
+        "wrote {}/grad_norms.csv, grads.safetensors, grad_norms.png",
+        out.display()
+    );
     Ok(())
 }
 
@@ -216,14 +281,20 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
 fn check_batch_fits(batch: &Batch, task: &dyn Task, model: &Model<f32>) -> Result<()> {
     let (t, b, i) = batch.dim();
     if i != model.params.input_size() {
-        bail!("x has I = {i} inputs per step, but the model takes {}", model.params.input_size());
+        bail!(
+            "x has I = {i} inputs per step, but the model takes {}",
+            model.params.input_size()
+        );
     }
     match (&batch.target, task.readout()) {
         (Target::Values(v), Readout::Last) if v.dim() == (b, model.params.output_size()) => Ok(()),
         (Target::Classes(c), Readout::Every) if c.dim() == (t, b) => {
             let o = model.params.output_size() as i64;
             match c.iter().find(|&&k| k >= o || k < -1) {
-                Some(k) => bail!("y holds class id {k}, but the model has {o} classes (ids 0…{}, −1 = none)", o - 1),
+                Some(k) => bail!(
+                    "y holds class id {k}, but the model has {o} classes (ids 0…{}, −1 = none)",
+                    o - 1
+                ),
                 None => Ok(()),
             }
         }
@@ -242,18 +313,26 @@ fn check_batch_fits(batch: &Batch, task: &dyn Task, model: &Model<f32>) -> Resul
 /// `rnnlab gradcheck`: exits non-zero when any tensor is off.
 pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
     if args.seq_len == 0 {
-        return Err(usage(anyhow!("--seq-len 0 is invalid: it must be at least 1")));
+        return Err(usage(anyhow!(
+            "--seq-len 0 is invalid: it must be at least 1"
+        )));
     }
     let cells: Vec<CellKind> = match args.model {
         Some(m) => vec![m.into()],
         None => CellKind::ALL.to_vec(),
     };
-    let sizes = Sizes { steps: args.seq_len, ..Sizes::default() };
+    let sizes = Sizes {
+        steps: args.seq_len,
+        ..Sizes::default()
+    };
     println!(
         "central differences in f64, δ = 1e-5; I = {}, H = {}, O = {}, B = {}, T = {}; pass: max rel error ≤ {TOLERANCE:e}",
         sizes.input, sizes.hidden, sizes.output, sizes.batch, sizes.steps
     );
-    println!("{:<6} {:<11} {:<14} {:<12} {:>14} {:>12}  result", "cell", "loss", "tensor", "shape", "max rel error", "max |grad|");
+    println!(
+        "{:<6} {:<11} {:<14} {:<12} {:>14} {:>12}  result",
+        "cell", "loss", "tensor", "shape", "max rel error", "max |grad|"
+    );
     let mut failed = 0;
     for cell in cells {
         for loss in LossKind::ALL {
@@ -277,5 +356,43 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
         bail!("gradient check failed for {failed} tensor(s)");
     }
     println!("all gradients match finite differences");
+    Ok(())
+}
+
+/// `rnnlab experiment`.
+pub fn experiment(args: &ExperimentArgs) -> Result<()> {
+    if args.list {
+        for (name, description) in crate::experiment::config::list() {
+            println!("{name:<12} {description}");
+        }
+        return Ok(());
+    }
+    let name = args
+        .name
+        .as_deref()
+        .expect("clap requires NAME unless --list");
+    let opts = args.options();
+    if opts.jobs == Some(0) {
+        return Err(usage(anyhow!("--jobs 0 is invalid: it must be at least 1")));
+    }
+    let (cfg, source) = crate::experiment::load(name, &opts).map_err(usage)?;
+    println!(
+        "effective configuration (saved as config.toml):\n{}",
+        toml::to_string(&cfg)?.trim_end()
+    );
+    crate::experiment::execute(name, &cfg, &source, &opts)?;
+    Ok(())
+}
+
+/// `rnnlab plot DIR`.
+pub fn plot(args: &PlotArgs) -> Result<()> {
+    if !args.dir.is_dir() {
+        return Err(usage(anyhow!("{} is not a folder", args.dir.display())));
+    }
+    let charts = crate::experiment::render(&args.dir).map_err(usage)?;
+    for c in &charts {
+        println!("drew {}", c.display());
+    }
+    println!("wrote {}", args.dir.join("summary.md").display());
     Ok(())
 }

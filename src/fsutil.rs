@@ -22,6 +22,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
                 dir.display()
             )
         })?;
+    // Temporary files are created private (0600); results are ordinary files (0644).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.write_all(bytes)
         .and_then(|_| tmp.flush())
         .with_context(|| format!("cannot write {}", path.display()))?;

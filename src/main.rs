@@ -9,17 +9,28 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion, DisplayHelpOnMissingArgumentOrSubcommand};
-            if matches!(e.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
+            use clap::error::ErrorKind::{
+                DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion,
+            };
+            if matches!(
+                e.kind(),
+                DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return ExitCode::from(if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
+                return ExitCode::from(if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                });
             }
             // One line: clap's first line ("error: invalid value 'x' for '--task <TASK>'"),
             // with the allowed values when clap lists them on a line of their own.
             let rendered = e.render().to_string();
             let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
             let first = lines.next().unwrap_or("error: bad arguments");
-            let allowed = lines.find(|l| l.starts_with("[possible values")).unwrap_or("");
+            let allowed = lines
+                .find(|l| l.starts_with("[possible values"))
+                .unwrap_or("");
             eprintln!("rnnlab: {first} {allowed}");
             return ExitCode::from(2);
         }
@@ -28,12 +39,18 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train(args),
         Command::Probe(args) => commands::probe(args),
         Command::Gradcheck(args) => commands::gradcheck(args),
+        Command::Experiment(args) => commands::experiment(args),
+        Command::Plot(args) => commands::plot(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rnnlab: error: {e:#}");
-            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
+            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            })
         }
     }
 }

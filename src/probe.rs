@@ -37,7 +37,12 @@ pub fn run(model: &Model<f32>, batch: &Batch) -> ProbeReport {
     };
     let (loss, dy) = crate::loss::loss(fwd.y.view(), &batch.target);
     let grads = m64.backward(fwd, dy.view());
-    ProbeReport { loss, probes: grads.probes, forget_gate, grads: grads.params }
+    ProbeReport {
+        loss,
+        probes: grads.probes,
+        forget_gate,
+        grads: grads.params,
+    }
 }
 
 /// The rows of `grad_norms.csv`: t, distance = T−1−t, dh_norm [, dc_norm].
@@ -49,7 +54,11 @@ pub fn grad_norm_rows(probes: &Probes) -> (Vec<&'static str>, Vec<Vec<String>>) 
     }
     let rows = (0..t_len)
         .map(|t| {
-            let mut r = vec![t.to_string(), (t_len - 1 - t).to_string(), num(probes.dh_norm[t])];
+            let mut r = vec![
+                t.to_string(),
+                (t_len - 1 - t).to_string(),
+                num(probes.dh_norm[t]),
+            ];
             if let Some(dc) = &probes.dc_norm {
                 r.push(num(dc[t]));
             }
@@ -63,8 +72,14 @@ pub fn grad_norm_rows(probes: &Probes) -> (Vec<&'static str>, Vec<Vec<String>>) 
 pub fn write(dir: &Path, report: &ProbeReport, model: &Model<f32>, task: &dyn Task) -> Result<()> {
     let (header, rows) = grad_norm_rows(&report.probes);
     write_table(&dir.join("grad_norms.csv"), &header, &rows)?;
-    let meta = [("rnnlab.loss", format!("{:e}", report.loss)), ("rnnlab.task", task.name().to_string())];
-    crate::fsutil::write_atomic(&dir.join("grads.safetensors"), &crate::checkpoint::serialize(&report.grads, &meta)?)?;
+    let meta = [
+        ("rnnlab.loss", format!("{:e}", report.loss)),
+        ("rnnlab.task", task.name().to_string()),
+    ];
+    crate::fsutil::write_atomic(
+        &dir.join("grads.safetensors"),
+        &crate::checkpoint::serialize(&report.grads, &meta)?,
+    )?;
     let _ = model;
     Ok(())
 }

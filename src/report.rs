@@ -9,7 +9,8 @@ use std::path::Path;
 pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        w.serialize(r).with_context(|| format!("cannot encode a row of {}", path.display()))?;
+        w.serialize(r)
+            .with_context(|| format!("cannot encode a row of {}", path.display()))?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::fsutil::write_atomic(path, &bytes)

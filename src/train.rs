@@ -10,7 +10,7 @@
 
 use crate::batch::Batch;
 use crate::cell::{Probes, State};
-use crate::init::{Init, init_params};
+use crate::init::{Init, init_params, spectral_norm};
 use crate::model::Model;
 use crate::optim::{Clip, Optimizer, OptimizerKind, clip};
 use crate::params::CellKind;
@@ -155,6 +155,8 @@ pub struct ProbeRecord {
     pub forget_gate: Option<Vec<f64>>,
     /// Probe-batch loss.
     pub loss: f64,
+    /// RNN: largest singular value of W_hh at this step (for the Pascanu et al. bound).
+    pub sigma_max: Option<f64>,
 }
 
 /// What a finished run returns.
@@ -247,7 +249,15 @@ pub fn train(
     let record_probe = |model: &Model<f32>, step: usize, probes: &mut Vec<ProbeRecord>| {
         if let Some(b) = &probe_set {
             let r = crate::probe::run(model, b);
-            probes.push(ProbeRecord { step, probes: r.probes, forget_gate: r.forget_gate, loss: r.loss });
+            let sigma_max = (model.cell() == CellKind::Rnn)
+                .then(|| spectral_norm(model.params.layer.weight_hh.view()));
+            probes.push(ProbeRecord {
+                step,
+                probes: r.probes,
+                forget_gate: r.forget_gate,
+                loss: r.loss,
+                sigma_max,
+            });
         }
     };
     record_probe(&model, 0, &mut probes);
