@@ -224,14 +224,21 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
         None => None,
     };
     // A batch file fixes T; for the copy task the file's length is T + 2K.
-    let seq_len_from_file = file_batch.as_ref().map(|b| {
-        let steps = b.dim().0;
-        if args.common.task.name() == "copy" {
-            steps.saturating_sub(2 * args.common.copy_len)
-        } else {
-            steps
+    let seq_len_from_file = match &file_batch {
+        Some(b) if args.common.task.name() == "copy" => {
+            let (steps, k) = (b.dim().0, args.common.copy_len);
+            if steps <= 2 * k {
+                let shown = args.batch_file.as_ref().expect("given").display();
+                return Err(usage(anyhow!(
+                    "batch file {shown} has {steps} steps, too few for the copy task with K = {k} (it needs T + 2K ≥ {} steps)",
+                    2 * k + 1
+                )));
+            }
+            Some(steps - 2 * k)
         }
-    });
+        Some(b) => Some(b.dim().0),
+        None => None,
+    };
     let (task, model) =
         task_and_model(&args.common, &init_cfg, seq_len_from_file).map_err(usage)?;
     let batch = match file_batch {

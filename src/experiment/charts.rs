@@ -320,9 +320,12 @@ fn losses(dir: &Path, task: &str) -> Result<PathBuf> {
     let acc: Vec<AccuracyRow> = read(&dir.join(format!("accuracy_{task}.csv"))).unwrap_or_default();
     let first_seed = rows.iter().map(|r| r.seed).min().unwrap_or(0);
     let rows: Vec<&LossRow> = rows.iter().filter(|r| r.seed == first_seed).collect();
+    // The y range covers the curves and the baselines drawn with them.
+    let baselines = acc.iter().map(|a| a.baseline_loss);
     let positive = rows
         .iter()
         .map(|r| r.train_loss)
+        .chain(baselines)
         .filter(|v| v.is_finite() && *v > 0.0);
     let (lo, hi) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
         (lo.min(v), hi.max(v))

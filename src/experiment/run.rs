@@ -139,7 +139,12 @@ pub fn run_all(cfg: &ExperimentConfig, specs: &[RunSpec], jobs: usize) -> Result
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     bar.set_message(format!("{n}/{} runs", specs.len()));
                     if let Ok(r) = &r {
-                        bar.println(finished_line(r));
+                        // println on a hidden bar (not a terminal) prints nothing.
+                        if bar.is_hidden() {
+                            println!("{}", finished_line(r));
+                        } else {
+                            bar.println(finished_line(r));
+                        }
                     }
                     results.lock().expect("no worker panicked")[i] = Some(r);
                 }
