@@ -139,6 +139,30 @@ pub fn spectral_norm<F: Real>(a: ndarray::ArrayView2<F>) -> f64 {
     sigma
 }
 
+/// Spectral radius ρ(A) = max |λ| of a square matrix, by Gelfand's formula ρ = lim ‖Aᵏv‖^(1/k)
+/// (robust to complex eigenvalue pairs, unlike plain power iteration on A). In f64.
+pub fn spectral_radius<F: Real>(a: ndarray::ArrayView2<F>) -> f64 {
+    let a = a.mapv(|v| v.f64());
+    let n = a.ncols();
+    // A fixed, generic starting vector (not an eigenvector of any structured matrix).
+    let mut v = ndarray::Array1::from_shape_fn(n, |i| 1.0 + (i as f64 * 0.618_033_988_75).fract());
+    v /= v.dot(&v).sqrt();
+    let (warmup, iters) = (200, 400);
+    let mut log_growth = 0.0;
+    for k in 0..warmup + iters {
+        let w = a.dot(&v);
+        let norm = w.dot(&w).sqrt();
+        if norm == 0.0 {
+            return 0.0;
+        }
+        if k >= warmup {
+            log_growth += norm.ln();
+        }
+        v = w / norm;
+    }
+    (log_growth / iters as f64).exp()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,11 +208,24 @@ mod tests {
         };
         let p: Params<f64> = init_params(CellKind::Rnn, 2, 12, 1, &init, &mut rng);
         assert!((spectral_norm(p.layer.weight_hh.view()) - 1.5).abs() < 1e-9);
+        // an orthogonal matrix has all |λ| = gain
+        assert!((spectral_radius(p.layer.weight_hh.view()) - 1.5).abs() < 1e-6);
         let init = Init {
             recurrent: RecurrentInit::Identity { scale: 0.9 },
             forget_bias: 1.0,
         };
         let p: Params<f64> = init_params(CellKind::Rnn, 2, 3, 1, &init, &mut rng);
         assert_eq!(p.layer.weight_hh, Array2::<f64>::eye(3) * 0.9);
+        // a rotation by 90° scaled by 0.5: complex eigenvalues ±0.5i, ρ = 0.5, σ_max = 0.5
+        let r = ndarray::arr2(&[[0.0, -0.5], [0.5, 0.0]]);
+        assert!((spectral_radius(r.view()) - 0.5).abs() < 1e-9);
+        // a nilpotent-plus-diagonal matrix: ρ = 0.3 while σ_max ≈ 2
+        let j = ndarray::arr2(&[[0.3, 2.0], [0.0, 0.3]]);
+        assert!(
+            (spectral_radius(j.view()) - 0.3).abs() < 2e-2,
+            "{}",
+            spectral_radius(j.view())
+        );
+        assert!(spectral_norm(j.view()) > 2.0);
     }
 }

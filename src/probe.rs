@@ -11,6 +11,7 @@ use crate::batch::Batch;
 use crate::cell::{Cache, Probes};
 use crate::model::Model;
 use crate::params::Params;
+use crate::plot::{Color, LineChart, Series, line_chart};
 use crate::report::{num, write_table};
 use crate::tasks::Task;
 use anyhow::Result;
@@ -80,6 +81,50 @@ pub fn write(dir: &Path, report: &ProbeReport, model: &Model<f32>, task: &dyn Ta
         &dir.join("grads.safetensors"),
         &crate::checkpoint::serialize(&report.grads, &meta)?,
     )?;
-    let _ = model;
-    Ok(())
+    chart(&dir.join("grad_norms.png"), &report.probes, model, task)
+}
+
+/// `grad_norms.png`: ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) against distance from the loss, log y.
+fn chart(path: &Path, probes: &Probes, model: &Model<f32>, task: &dyn Task) -> Result<()> {
+    let t_len = probes.dh_norm.len();
+    let by_distance = |v: &[f64]| {
+        (0..t_len)
+            .map(|t| ((t_len - 1 - t) as f64, v[t]))
+            .collect::<Vec<_>>()
+    };
+    let label = model.cell().label();
+    let mut series = vec![Series::new(
+        format!("{label} ‖∂L/∂h_t‖"),
+        by_distance(&probes.dh_norm),
+        Color::BLUE,
+    )];
+    if let Some(dc) = &probes.dc_norm {
+        series.push(Series::new(
+            format!("{label} ‖∂L/∂c_t‖"),
+            by_distance(dc),
+            Color::VERMILLION,
+        ));
+    }
+    let ratio = probes.dh_norm[0] / probes.dh_norm[t_len - 1];
+    line_chart(
+        path,
+        &LineChart {
+            title: format!(
+                "{label} on the {} task: gradient norm per timestep",
+                task.name()
+            ),
+            subtitle: Some(format!(
+                "{} steps, hidden size {}, mean over the batch; the loss is at distance 0
+at distance {} the gradient is {ratio:.2e} of its value at the loss",
+                t_len,
+                model.params.hidden_size(),
+                t_len - 1
+            )),
+            x_label: "distance from the loss  d = T − 1 − t".into(),
+            y_label: "gradient norm (log scale)".into(),
+            log_y: true,
+            series,
+            ..LineChart::default()
+        },
+    )
 }

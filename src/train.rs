@@ -10,7 +10,7 @@
 
 use crate::batch::Batch;
 use crate::cell::{Probes, State};
-use crate::init::{Init, init_params, spectral_norm};
+use crate::init::{Init, init_params, spectral_norm, spectral_radius};
 use crate::model::Model;
 use crate::optim::{Clip, Optimizer, OptimizerKind, clip};
 use crate::params::CellKind;
@@ -157,6 +157,8 @@ pub struct ProbeRecord {
     pub loss: f64,
     /// RNN: largest singular value of W_hh at this step (for the Pascanu et al. bound).
     pub sigma_max: Option<f64>,
+    /// RNN: spectral radius of W_hh at this step (what the decay rate actually tracks).
+    pub spectral_radius: Option<f64>,
 }
 
 /// What a finished run returns.
@@ -249,14 +251,15 @@ pub fn train(
     let record_probe = |model: &Model<f32>, step: usize, probes: &mut Vec<ProbeRecord>| {
         if let Some(b) = &probe_set {
             let r = crate::probe::run(model, b);
-            let sigma_max = (model.cell() == CellKind::Rnn)
-                .then(|| spectral_norm(model.params.layer.weight_hh.view()));
+            let w_hh = model.params.layer.weight_hh.view();
+            let rnn = model.cell() == CellKind::Rnn;
             probes.push(ProbeRecord {
                 step,
                 probes: r.probes,
                 forget_gate: r.forget_gate,
                 loss: r.loss,
-                sigma_max,
+                sigma_max: rnn.then(|| spectral_norm(w_hh)),
+                spectral_radius: rnn.then(|| spectral_radius(w_hh)),
             });
         }
     };

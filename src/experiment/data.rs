@@ -24,6 +24,8 @@ pub struct GradRow {
     pub pascanu_bound: Option<f64>,
     /// σ_max(W_hh) used for the bound (RNN only).
     pub sigma_max: Option<f64>,
+    /// Spectral radius ρ(W_hh) (RNN only): the asymptotic growth rate of W_hh's powers.
+    pub spectral_radius: Option<f64>,
 }
 
 /// `heatmap_MODEL.csv`: log10 ‖∂L/∂h_t‖ for every probe step × timestep.

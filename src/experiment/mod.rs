@@ -175,6 +175,7 @@ fn write_data(dir: &Path, cfg: &ExperimentConfig, results: &[RunResult]) -> Resu
                     dh_norm: v,
                     pascanu_bound: bound,
                     sigma_max: p.sigma_max,
+                    spectral_radius: p.spectral_radius,
                 });
             }
             if let (Some(fg), Some(dc)) = (&p.forget_gate, &p.probes.dc_norm) {
