@@ -1108,7 +1108,7 @@ fn fmt_plain(v: f64) -> String {
         return format!("{v}");
     }
     let magnitude = v.abs().log10().floor() as i32;
-    let decimals = (5 - magnitude).clamp(0, 15) as usize;
+    let decimals = (2 - magnitude).clamp(0, 15) as usize; // 3 significant digits
     let s = format!("{v:.decimals$}");
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -1461,7 +1461,7 @@ fn prepare_line_chart(
                 notes.push(format!(
                     "Reference line {} at y = {} is outside the y range.",
                     name_of(&h.label),
-                    h.y
+                    fmt_plain(h.y)
                 ));
             }
         }
@@ -1674,12 +1674,12 @@ fn prepare_band_chart(chart: &BandChart) -> Result<PreparedBandChart> {
             (None, _) => notes.push(format!(
                 "Reference line {} at y = {} cannot be shown.",
                 name_of(&h.label),
-                h.y
+                fmt_plain(h.y)
             )),
             (Some(y), Some((a, b))) if *y < a || *y > b => notes.push(format!(
                 "Reference line {} at y = {} is outside the y range.",
                 name_of(&h.label),
-                h.y
+                fmt_plain(h.y)
             )),
             _ => {}
         }

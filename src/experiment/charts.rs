@@ -149,6 +149,12 @@ fn heatmaps(dir: &Path, files: &[String]) -> Result<Vec<PathBuf>> {
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
+    // One scale for all models, spanning at most DECADES below the largest value: the RNN's
+    // gradient falls by 30+ decades, and a scale that wide would flatten the LSTM's structure.
+    // Everything below the window is drawn in the darkest colour (the chart says so).
+    const DECADES: f64 = 12.0;
+    let clipped = lo < hi - DECADES;
+    let lo = lo.max(hi - DECADES);
     let mut out = Vec::new();
     for rows in &all {
         let Some(first) = rows.first() else { continue };
@@ -166,9 +172,14 @@ fn heatmaps(dir: &Path, files: &[String]) -> Result<Vec<PathBuf>> {
             &Heatmap {
                 title: format!("{}: log10 ‖∂L/∂h_t‖ during training", model_label(&model)),
                 subtitle: Some(format!(
-                    "adding task, T = {}; each row is one probe of the fixed probe batch; the loss is at the right edge (t = {})\ndark = the gradient no longer reaches that timestep; same colour scale for every model",
+                    "adding task, T = {}; each row is one probe of the fixed probe batch; the loss is at the right edge (t = {})\ndark = the gradient no longer reaches that timestep; one colour scale for every model{}",
                     ts.len(),
-                    ts.len() - 1
+                    ts.len() - 1,
+                    if clipped {
+                        format!(", darkest = {DECADES} or more decades below the largest value")
+                    } else {
+                        String::new()
+                    }
                 )),
                 x_label: "timestep t".into(),
                 y_label: "training step".into(),
