@@ -372,7 +372,7 @@ mod tests {
         let full = load(builtin(), "vanishing.toml", false, &[], &mut |_| {}).unwrap();
         let quick = load(builtin(), "vanishing.toml", true, &[], &mut |_| {}).unwrap();
         assert_eq!(full.model.hidden, 64);
-        assert_eq!(quick.model.hidden, 16);
+        assert_eq!(quick.model.hidden, 32);
         assert_eq!(quick.train.lr, full.train.lr); // untouched keys survive the merge
         assert!(quick.sweep["adding"].steps < full.sweep["adding"].steps);
     }
