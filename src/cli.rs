@@ -33,6 +33,8 @@ pub enum Command {
     Experiment(ExperimentArgs),
     /// Redraw the charts and summary.md of a finished experiment from its CSV files.
     Plot(PlotArgs),
+    /// Training-step throughput for the standard configurations (ms/step, sequences/s, GFLOP/s).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 //! [`gradcheck`] (how every gradient is verified) → [`tasks`] → [`optim`] → [`train`].
 
 pub mod batch;
+pub mod bench;
 pub mod cell;
 pub mod checkpoint;
 pub mod cli;

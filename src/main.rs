@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Gradcheck(args) => commands::gradcheck(args),
         Command::Experiment(args) => commands::experiment(args),
         Command::Plot(args) => commands::plot(args),
+        Command::Bench(args) => rnnlab::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

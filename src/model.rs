@@ -6,7 +6,7 @@
 //! middle. No optimizer, no clipping, no task knowledge here.
 
 use crate::batch::Target;
-use crate::cell::{self, Cache, Probes, State};
+use crate::cell::{self, Backward, Cache, Probes, State};
 use crate::head::{self, Readout};
 use crate::loss;
 use crate::params::{CellKind, Params};
@@ -28,13 +28,14 @@ pub struct Forward<F> {
     pub cache: Cache<F>,
 }
 
-/// All gradients of one backward pass.
+/// All gradients of one backward pass. (`Dx` = `Option<Array3<F>>` from
+/// [`Model::backward_with`], where ∂L/∂x may not have been asked for.)
 #[derive(Clone, Debug)]
-pub struct Gradients<F> {
+pub struct Gradients<F, Dx = Array3<F>> {
     /// Same layout (and names) as the parameters.
     pub params: Params<F>,
     /// ∂L/∂x: (T, B, I)
-    pub dx: Array3<F>,
+    pub dx: Dx,
     /// ∂L/∂(initial state)
     pub dstate0: State<F>,
     /// Per-timestep ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖), raw, before any clipping.
@@ -54,16 +55,37 @@ impl<F: Real> Model<F> {
 
     /// Forward over `x` (T, B, I) from `state0`.
     pub fn forward(&self, x: ArrayView3<F>, state0: &State<F>) -> Forward<F> {
-        let cache = cell::forward(self.cell(), &self.params.layer, x, state0);
+        self.forward_with(x, state0, 1)
+    }
+
+    /// [`Model::forward`] with the batch split over `threads` threads (same numbers).
+    pub fn forward_with(&self, x: ArrayView3<F>, state0: &State<F>, threads: usize) -> Forward<F> {
+        let cache = cell::forward(self.cell(), &self.params.layer, x, state0, threads);
         let y = head::forward(&self.params.head, cache.hs(), self.readout);
         Forward { y, cache }
     }
 
     /// Backward from dL/dy (T_out, B, O), consuming the forward cache.
     pub fn backward(&self, fwd: Forward<F>, dy: ArrayView3<F>) -> Gradients<F> {
+        let g = self.backward_with(fwd, dy, Backward::default());
+        Gradients {
+            params: g.params,
+            dx: g.dx.expect("the default backward computes ∂L/∂x"),
+            dstate0: g.dstate0,
+            probes: g.probes,
+        }
+    }
+
+    /// Backward as `how` asks (threads, whether ∂L/∂x is needed).
+    pub fn backward_with(
+        &self,
+        fwd: Forward<F>,
+        dy: ArrayView3<F>,
+        how: Backward,
+    ) -> Gradients<F, Option<Array3<F>>> {
         let (head_grad, dh_out) =
             head::backward(&self.params.head, fwd.cache.hs(), self.readout, dy);
-        let layer = cell::backward(&self.params.layer, fwd.cache, dh_out.view());
+        let layer = cell::backward(&self.params.layer, fwd.cache, dh_out.view(), how);
         Gradients {
             params: Params {
                 cell: self.cell(),
@@ -74,6 +96,25 @@ impl<F: Real> Model<F> {
             dstate0: layer.dstate0,
             probes: layer.probes,
         }
+    }
+
+    /// What a training step needs: the loss, the parameter gradients and the probes, without
+    /// ∂L/∂x, with the batch split over `threads` threads (results do not depend on it).
+    pub fn train_grads(
+        &self,
+        x: ArrayView3<F>,
+        target: &Target,
+        state0: &State<F>,
+        threads: usize,
+    ) -> (f64, Params<F>, Probes) {
+        let fwd = self.forward_with(x, state0, threads);
+        let (l, dy) = loss::loss(fwd.y.view(), target);
+        let how = Backward {
+            threads,
+            input_grad: false,
+        };
+        let g = self.backward_with(fwd, dy.view(), how);
+        (l, g.params, g.probes)
     }
 
     /// Loss of the batch (mean reduction, see [`loss`]) and all gradients.

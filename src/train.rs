@@ -268,9 +268,11 @@ pub fn train(
     for step in 1..=cfg.steps {
         let batch = task.sample(&mut train_rng, cfg.batch);
         let state0: State<f32> = model.zero_state(cfg.batch);
-        let (loss, mut grads) = model.loss_and_grad(batch.x.view(), &batch.target, &state0);
-        // Probes would read grads.probes here: raw, before clipping.
-        let grad_norm = clip(&mut grads.params, cfg.clip);
+        // One thread: a sweep runs many trainings side by side (see `Model::train_grads`).
+        let (loss, mut grads, _probes) =
+            model.train_grads(batch.x.view(), &batch.target, &state0, 1);
+        // Probes would read `_probes` here: raw, before clipping.
+        let grad_norm = clip(&mut grads, cfg.clip);
         if !loss.is_finite() || !grad_norm.is_finite() {
             let what = if !loss.is_finite() {
                 format!("loss = {loss}")
@@ -280,7 +282,7 @@ pub fn train(
             outcome = Outcome::Diverged { step, what };
             break;
         }
-        opt.step(&mut model.params, &grads.params);
+        opt.step(&mut model.params, &grads);
         losses.push(loss);
         since_eval = (since_eval.0 + loss, since_eval.1 + 1);
         on_event(Event::Step { step, loss });

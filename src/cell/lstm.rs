@@ -16,9 +16,13 @@
 //! da_i = di·i(1−i)  da_f = df·f(1−f)  da_g = dg·(1−g²)  da_o = do·o(1−o)
 //! dc_next ← dc_t ⊙ f        dh_next ← da_t W_hh
 //! ```
-//! The gate activations are cached in one (T, B, 4H) buffer and the backward pass overwrites
-//! each step's activations with that step's pre-activation gradients, so the largest part of
-//! the cache is reused for the gradients instead of being allocated twice.
+//! The cache holds x, the gate activations (T, B, 4H), c and h; tanh(c_t) is recomputed in
+//! backward rather than stored. The backward pass overwrites each step's activations with that
+//! step's pre-activation gradients, so the largest part of the cache is reused for the
+//! gradients instead of being allocated twice. Each step is one product and one fused
+//! elementwise pass, forward ([`gates_forward`]) and backward ([`gates_backward`]) side by
+//! side below; the batch splits into independent row blocks across threads (see the module
+//! docs of [`super`]).
 //!
 //! A one-step case by hand (I = H = B = 1, all weights 0 except b_ih = [0, 1, 0, 0]
 //! (forget bias 1), W_ih = [1, 1, 1, 1]ᵀ, x = 0.5, h₀ = 0, c₀ = 2, loss L = h₁):
@@ -28,11 +32,16 @@
 //! ∂L/∂c₁ = o(1 − tanh²c₁) = 0.62245933·0.08195387 = 0.05101295; ∂L/∂c₀ = ∂L/∂c₁·f = 0.04170689.
 //! (Asserted in a test below.)
 
-use super::{LayerGrads, Probes, State, mean_row_norm};
+use super::simd::{multiversion, sum_sq_f64};
+use super::{
+    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel,
+};
 use crate::params::LayerParams;
 use crate::real::Real;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis, Zip, s};
+use ndarray::{
+    Array2, Array3, ArrayView, ArrayView2, ArrayView3, ArrayViewMut, ArrayViewMut2, ArrayViewMut3,
+    Axis, Dimension, s,
+};
 
 /// What the LSTM's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
@@ -43,8 +52,6 @@ pub struct LstmCache<F> {
     pub gates: Array3<F>,
     /// cs: (T+1, B, H), cs[0] = c₀
     pub cs: Array3<F>,
-    /// tanh(c_t): (T, B, H)
-    pub tanh_cs: Array3<F>,
     /// hs: (T+1, B, H), hs[0] = h₀
     pub hs: Array3<F>,
 }
@@ -63,84 +70,151 @@ impl<F: Real> LstmCache<F> {
     }
 }
 
+/// The weights and bias as the per-step products read them.
+struct StepWeights<F> {
+    /// W_ihᵀ: (I, 4H)
+    w_ih_t: Array2<F>,
+    /// W_hhᵀ: (H, 4H)
+    w_hh_t: Array2<F>,
+    /// b_ih + b_hh: (4H)
+    bias: ndarray::Array1<F>,
+}
+
 /// Forward over all T steps. `x`: (T, B, I), `h0`, `c0`: (B, H).
 pub fn forward<F: Real>(
     p: &LayerParams<F>,
     x: ArrayView3<F>,
     h0: ArrayView2<F>,
     c0: ArrayView2<F>,
+    threads: usize,
 ) -> LstmCache<F> {
-    let (t_len, b, i) = x.dim();
+    let (t_len, b, _) = x.dim();
     let h = p.weight_hh.ncols();
-    let x = x.as_standard_layout().into_owned();
-    let x2 = x
-        .view()
-        .into_shape_with_order((t_len * b, i))
-        .expect("contiguous");
-
-    // All input projections in one product: x W_ihᵀ + (b_ih + b_hh), (T·B, 4H).
-    let bias = &p.bias_ih + &p.bias_hh;
-    let mut gates = Array2::from_shape_fn((t_len * b, 4 * h), |(_, j)| bias[j]);
-    general_mat_mul(F::one(), &x2, &p.weight_ih.t(), F::one(), &mut gates);
-    let mut gates = gates
-        .into_shape_with_order((t_len, b, 4 * h))
-        .expect("contiguous");
-
-    let mut hs = Array3::zeros((t_len + 1, b, h));
-    let mut cs = Array3::zeros((t_len + 1, b, h));
-    let mut tanh_cs = Array3::zeros((t_len, b, h));
+    let mut x_own: Array3<F> = pool::take(x.dim());
+    x_own.assign(&x);
+    let x = x_own;
+    let w = StepWeights {
+        w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
+        w_hh_t: p.weight_hh.t().as_standard_layout().into_owned(),
+        bias: &p.bias_ih + &p.bias_hh,
+    };
+    let mut gates = pool::take((t_len, b, 4 * h));
+    let mut hs = pool::take((t_len + 1, b, h));
+    let mut cs = pool::take((t_len + 1, b, h));
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
     cs.index_axis_mut(Axis(0), 0).assign(&c0);
-    for t in 0..t_len {
-        let (h_prev, mut h_next) = hs.view_mut().split_at(Axis(0), t + 1);
-        let (c_prev, mut c_next) = cs.view_mut().split_at(Axis(0), t + 1);
-        let mut a = gates.index_axis_mut(Axis(0), t);
-        // a += h_{t−1} W_hhᵀ
-        general_mat_mul(
-            F::one(),
-            &h_prev.index_axis(Axis(0), t),
-            &p.weight_hh.t(),
-            F::one(),
-            &mut a,
-        );
 
-        let a = a.as_slice_mut().expect("contiguous");
-        let c_prev = c_prev.index_axis(Axis(0), t);
-        let c_prev = c_prev.as_slice().expect("contiguous");
-        let c_next = c_next
-            .index_axis_mut(Axis(0), 0)
-            .into_slice()
-            .expect("contiguous");
-        let h_next = h_next
-            .index_axis_mut(Axis(0), 0)
-            .into_slice()
-            .expect("contiguous");
-        let mut tanh_c = tanh_cs.index_axis_mut(Axis(0), t);
-        let tanh_c = tanh_c.as_slice_mut().expect("contiguous");
-        for r in 0..b {
-            let (gi, rest) = a[r * 4 * h..(r + 1) * 4 * h].split_at_mut(h);
-            let (gf, rest) = rest.split_at_mut(h);
-            let (gg, go) = rest.split_at_mut(h);
-            let k = r * h;
-            for j in 0..h {
-                let (iv, fv) = (gi[j].sigmoid(), gf[j].sigmoid());
-                let (gv, ov) = (gg[j].tanh_act(), go[j].sigmoid());
-                (gi[j], gf[j], gg[j], go[j]) = (iv, fv, gv, ov);
-                let c = fv * c_prev[k + j] + iv * gv; // c_t = f ⊙ c_{t−1} + i ⊙ g
-                let tc = c.tanh_act();
-                c_next[k + j] = c;
-                tanh_c[k + j] = tc;
-                h_next[k + j] = ov * tc; // h_t = o ⊙ tanh(c_t)
-            }
+    let rows = block_rows(b, threads);
+    let jobs: Vec<_> = x
+        .axis_chunks_iter(Axis(1), rows)
+        .zip(gates.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(cs.axis_chunks_iter_mut(Axis(1), rows))
+        .collect();
+    run_parallel(jobs, |(((x, gates), hs), cs)| {
+        forward_rows(&w, x, gates, hs, cs)
+    });
+    LstmCache { x, gates, cs, hs }
+}
+
+/// The time loop over one block of rows (sequences): x (T, b, I), gates (T, b, 4H),
+/// hs and cs (T+1, b, H).
+fn forward_rows<F: Real>(
+    w: &StepWeights<F>,
+    x: ArrayView3<F>,
+    mut gates: ArrayViewMut3<F>,
+    mut hs: ArrayViewMut3<F>,
+    mut cs: ArrayViewMut3<F>,
+) {
+    let h = hs.dim().2;
+    for t in 0..x.dim().0 {
+        let mut a = gates.index_axis_mut(Axis(0), t);
+        // a = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ                      (b, 4H)
+        super::input_projection(x.index_axis(Axis(0), t), &w.w_ih_t, &w.bias, &mut a);
+        gemm::mat_mul(&hs.index_axis(Axis(0), t), &w.w_hh_t.view(), true, &mut a);
+        let (c_prev, mut c_next) = cs.view_mut().split_at(Axis(0), t + 1);
+        let mut h_next = hs.index_axis_mut(Axis(0), t + 1);
+        gates_forward::<F>(
+            slice_mut(&mut a),
+            slice(&c_prev.index_axis(Axis(0), t)),
+            slice_mut(&mut c_next.index_axis_mut(Axis(0), 0)),
+            slice_mut(&mut h_next),
+            h,
+        );
+    }
+}
+
+/// Units processed together in the fused elementwise passes (one AVX-512 vector of f32).
+const LANES: usize = 16;
+
+multiversion!(fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], h_out: &mut [F], hidden: usize) => gates_forward_body);
+
+/// One step's elementwise part, row by row: a (b, 4H) holds [a_i a_f a_g a_o] and is
+/// overwritten with [i f g o]; writes c_t and h_t (b, H).
+#[inline(always)]
+fn gates_forward_body<F: Real>(
+    a: &mut [F],
+    c_prev: &[F],
+    c: &mut [F],
+    h_out: &mut [F],
+    hidden: usize,
+) {
+    let rows = a
+        .chunks_exact_mut(4 * hidden)
+        .zip(c_prev.chunks_exact(hidden))
+        .zip(c.chunks_exact_mut(hidden))
+        .zip(h_out.chunks_exact_mut(hidden));
+    for (((a, c_prev), c), h_out) in rows {
+        let (a_i, rest) = a.split_at_mut(hidden);
+        let (a_f, rest) = rest.split_at_mut(hidden);
+        let (a_g, a_o) = rest.split_at_mut(hidden);
+        // LANES units at a time through local arrays (which nothing else can alias, so the
+        // compiler vectorises the unit loop), then the remaining units: the same arithmetic.
+        let mut j = 0;
+        while j + LANES <= hidden {
+            forward_units([a_i, a_f, a_g, a_o], c_prev, c, h_out, j, LANES);
+            j += LANES;
+        }
+        if j < hidden {
+            forward_units([a_i, a_f, a_g, a_o], c_prev, c, h_out, j, hidden - j);
         }
     }
-    LstmCache {
-        x,
-        gates,
-        cs,
-        tanh_cs,
-        hs,
+}
+
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`].
+#[inline(always)]
+fn forward_units<F: Real>(
+    a: [&mut [F]; 4],
+    c_prev: &[F],
+    c: &mut [F],
+    h_out: &mut [F],
+    j: usize,
+    n: usize,
+) {
+    let r = j..j + n;
+    let [a_i, a_f, a_g, a_o] = a;
+    let mut u = [[F::zero(); LANES]; 5];
+    for (dst, src) in u.iter_mut().zip([&a_i[..], a_f, a_g, a_o, c_prev]) {
+        dst[..n].copy_from_slice(&src[r.clone()]);
     }
+    let mut out = [[F::zero(); LANES]; 2];
+    let [ui, uf, ug, uo, ucp] = &mut u;
+    let [uc, uh] = &mut out;
+    for l in 0..LANES {
+        // i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
+        let (i, f) = (ui[l].sigmoid(), uf[l].sigmoid());
+        let (g, o) = (ug[l].tanh_act(), uo[l].sigmoid());
+        (ui[l], uf[l], ug[l], uo[l]) = (i, f, g, o);
+        // c_t = f ⊙ c_{t−1} + i ⊙ g
+        uc[l] = f * ucp[l] + i * g;
+        // h_t = o ⊙ tanh(c_t)
+        uh[l] = o * uc[l].tanh_act();
+    }
+    for (dst, src) in [a_i, a_f, a_g, a_o].into_iter().zip(&u) {
+        dst[r.clone()].copy_from_slice(&src[..n]);
+    }
+    c[r.clone()].copy_from_slice(&uc[..n]);
+    h_out[r].copy_from_slice(&uh[..n]);
 }
 
 /// Backward through time. `dh_out`: (T, B, H) gradient arriving at each h_t from the head.
@@ -148,109 +222,225 @@ pub fn backward<F: Real>(
     p: &LayerParams<F>,
     cache: LstmCache<F>,
     dh_out: ArrayView3<F>,
+    how: Backward,
 ) -> LayerGrads<F> {
     let LstmCache {
         x,
         mut gates,
         cs,
-        tanh_cs,
         hs,
     } = cache;
-    let (t_len, b, i) = x.dim();
+    let (t_len, b, _) = x.dim();
     let h = p.weight_hh.ncols();
 
-    let mut dh = Array2::<F>::zeros((b, h)); // ∂L/∂h_t
-    let mut dh_next = Array2::<F>::zeros((b, h)); // recurrent part from step t+1
-    let mut dc_next = Array2::<F>::zeros((b, h)); // ∂L/∂c_t from step t+1
-    let mut dc = Array2::<F>::zeros((b, h)); // ∂L/∂c_t (only kept for the probe)
-    let mut dh_norm = vec![0.0; t_len];
-    let mut dc_norm = vec![0.0; t_len];
-    for t in (0..t_len).rev() {
-        Zip::from(&mut dh)
-            .and(dh_out.index_axis(Axis(0), t))
-            .and(&dh_next)
-            .for_each(|d, &o, &n| *d = o + n);
-        dh_norm[t] = mean_row_norm(dh.view());
+    // Per step and row, ‖∂L/∂h_t‖² and ‖∂L/∂c_t‖² (f64), reduced to the probes after the loop.
+    let mut dh_sq = Array2::<f64>::zeros((t_len, b));
+    let mut dc_sq = Array2::<f64>::zeros((t_len, b));
+    // Running ∂L/∂h, ∂L/∂c from step t+1; after the loop, ∂L/∂h₀ and ∂L/∂c₀.
+    let mut dh_next = Array2::<F>::zeros((b, h));
+    let mut dc_next = Array2::<F>::zeros((b, h));
 
-        let mut g_t = gates.index_axis_mut(Axis(0), t);
-        let g = g_t.as_slice_mut().expect("contiguous");
-        let c_prev = cs.index_axis(Axis(0), t);
-        let c_prev = c_prev.as_slice().expect("contiguous");
-        let tanh_c = tanh_cs.index_axis(Axis(0), t);
-        let tanh_c = tanh_c.as_slice().expect("contiguous");
-        let dh_s = dh.as_slice().expect("contiguous");
-        let dc_s = dc.as_slice_mut().expect("contiguous");
-        let dcn = dc_next.as_slice_mut().expect("contiguous");
-        for r in 0..b {
-            let (gi, rest) = g[r * 4 * h..(r + 1) * 4 * h].split_at_mut(h);
-            let (gf, rest) = rest.split_at_mut(h);
-            let (gg, go) = rest.split_at_mut(h);
-            let k = r * h;
-            for j in 0..h {
-                let (iv, fv, gv, ov) = (gi[j], gf[j], gg[j], go[j]);
-                let (tc, dhv) = (tanh_c[k + j], dh_s[k + j]);
-                // forward: h_t = o ⊙ tanh(c_t); c_t also flows on to step t+1
-                let dcv = dcn[k + j] + dhv * ov * (F::one() - tc * tc);
-                dc_s[k + j] = dcv;
-                // forward: c_t = f ⊙ c_{t−1} + i ⊙ g
-                let (di, df, dg, d_o) = (dcv * gv, dcv * c_prev[k + j], dcv * iv, dhv * tc);
-                dcn[k + j] = dcv * fv;
-                // through the nonlinearities, from their cached outputs
-                gi[j] = di * iv * (F::one() - iv);
-                gf[j] = df * fv * (F::one() - fv);
-                gg[j] = dg * (F::one() - gv * gv);
-                go[j] = d_o * ov * (F::one() - ov);
-            }
-        }
-        dc_norm[t] = mean_row_norm(dc.view());
-        // forward was a += h_{t−1} W_hhᵀ, so the recurrent part of dh_{t−1} = da_t W_hh
-        general_mat_mul(F::one(), &g_t, &p.weight_hh, F::zero(), &mut dh_next);
-    }
+    let rows = block_rows(b, how.threads);
+    let jobs: Vec<_> = gates
+        .axis_chunks_iter_mut(Axis(1), rows)
+        .zip(cs.axis_chunks_iter(Axis(1), rows))
+        .zip(dh_out.axis_chunks_iter(Axis(1), rows))
+        .zip(dh_sq.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(dc_sq.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
+        .zip(dc_next.axis_chunks_iter_mut(Axis(0), rows))
+        .map(|((((((g, cs), dh_out), dh_sq), dc_sq), dh_n), dc_n)| Rows {
+            gates: g,
+            cs,
+            dh_out,
+            dh_sq,
+            dc_sq,
+            dh_next: dh_n,
+            dc_next: dc_n,
+        })
+        .collect();
+    run_parallel(jobs, |rows| backward_rows(p, rows));
+    pool::recycle(cs);
 
-    // Weight gradients over all steps at once; `gates` now holds da for every step.
+    // `gates` now holds da for every step.
     let da = gates
         .into_shape_with_order((t_len * b, 4 * h))
         .expect("contiguous");
-    let x2 = x
-        .view()
-        .into_shape_with_order((t_len * b, i))
-        .expect("contiguous");
-    let h_prev = hs.slice(s![..t_len, .., ..]);
-    let h_prev = h_prev
-        .into_shape_with_order((t_len * b, h))
-        .expect("contiguous");
-    let db: Array1<F> = da.sum_axis(Axis(0));
-    let mut g = LayerParams {
-        weight_ih: Array2::zeros((4 * h, i)),
-        weight_hh: Array2::zeros((4 * h, h)),
-        bias_ih: db.clone(),
-        bias_hh: db,
-    };
-    general_mat_mul(F::one(), &da.t(), &h_prev, F::zero(), &mut g.weight_hh);
-    general_mat_mul(F::one(), &da.t(), &x2, F::zero(), &mut g.weight_ih);
-    let dx = da
-        .dot(&p.weight_ih)
-        .into_shape_with_order((t_len, b, i))
-        .expect("contiguous");
-
+    let (params, dx) = super::weight_grads(p, da.view(), hs, x.view(), how);
+    pool::recycle(da);
+    pool::recycle(x);
     LayerGrads {
-        params: g,
+        params,
         dx,
         dstate0: State {
             h: dh_next,
             c: Some(dc_next),
         },
         probes: Probes {
-            dh_norm,
-            dc_norm: Some(dc_norm),
+            dh_norm: mean_norms(dh_sq.as_slice().expect("contiguous"), b),
+            dc_norm: Some(mean_norms(dc_sq.as_slice().expect("contiguous"), b)),
         },
     }
+}
+
+/// One thread's share of the backward pass: a block of b rows (sequences) of every array.
+struct Rows<'a, F> {
+    /// (T, b, 4H): activations in, pre-activation gradients out
+    gates: ArrayViewMut3<'a, F>,
+    /// (T+1, b, H)
+    cs: ArrayView3<'a, F>,
+    /// (T, b, H)
+    dh_out: ArrayView3<'a, F>,
+    /// (T, b): ‖dh_t‖², ‖dc_t‖² per row
+    dh_sq: ArrayViewMut2<'a, f64>,
+    dc_sq: ArrayViewMut2<'a, f64>,
+    /// (b, H): running ∂L/∂h, ∂L/∂c from step t+1; ∂L/∂h₀, ∂L/∂c₀ at the end
+    dh_next: ArrayViewMut2<'a, F>,
+    dc_next: ArrayViewMut2<'a, F>,
+}
+
+/// The backward time loop over one block of rows.
+fn backward_rows<F: Real>(p: &LayerParams<F>, mut r: Rows<'_, F>) {
+    let h = r.cs.dim().2;
+    let mut scratch = vec![F::zero(); 2 * h]; // one row of dh_t and of dc_t
+    for t in (0..r.gates.dim().0).rev() {
+        let mut da = r.gates.index_axis_mut(Axis(0), t);
+        gates_backward::<F>(
+            slice_mut(&mut da),
+            slice(&r.cs.index_axis(Axis(0), t)),
+            slice(&r.cs.index_axis(Axis(0), t + 1)),
+            slice(&r.dh_out.index_axis(Axis(0), t)),
+            slice(&r.dh_next.view()),
+            slice_mut(&mut r.dc_next),
+            &mut scratch,
+            slice_mut(&mut r.dh_sq.index_axis_mut(Axis(0), t)),
+            slice_mut(&mut r.dc_sq.index_axis_mut(Axis(0), t)),
+            h,
+        );
+        // forward was a += h_{t−1} W_hhᵀ, so the recurrent part of dh_{t−1} = da_t W_hh
+        gemm::mat_mul(&da.view(), &p.weight_hh.view(), false, &mut r.dh_next);
+    }
+}
+
+multiversion!(fn gates_backward<F: Real>(g: &mut [F], c_prev: &[F], c: &[F], dh_out: &[F], dh_next: &[F], dc_next: &mut [F], scratch: &mut [F], dh_sq: &mut [f64], dc_sq: &mut [f64], hidden: usize) => gates_backward_body);
+
+/// One step's elementwise part backward, row by row (the forward is [`gates_forward_body`]):
+/// g (b, 4H) holds [i f g o] and is overwritten with [da_i da_f da_g da_o]; dc_next (b, H) is
+/// ∂L/∂c_t from step t+1 on entry and ∂L/∂c_{t−1} on exit; the squared norms of dh_t and
+/// dc_t per row go to dh_sq, dc_sq (b).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gates_backward_body<F: Real>(
+    g: &mut [F],
+    c_prev: &[F],
+    c: &[F],
+    dh_out: &[F],
+    dh_next: &[F],
+    dc_next: &mut [F],
+    scratch: &mut [F],
+    dh_sq: &mut [f64],
+    dc_sq: &mut [f64],
+    hidden: usize,
+) {
+    let (dh, dc) = scratch.split_at_mut(hidden);
+    let rows = g
+        .chunks_exact_mut(4 * hidden)
+        .zip(c_prev.chunks_exact(hidden))
+        .zip(c.chunks_exact(hidden))
+        .zip(dh_out.chunks_exact(hidden))
+        .zip(dh_next.chunks_exact(hidden))
+        .zip(dc_next.chunks_exact_mut(hidden))
+        .zip(dh_sq.iter_mut().zip(dc_sq.iter_mut()));
+    for ((((((g, c_prev), c), dh_out), dh_next), dc_next), (dh_sq, dc_sq)) in rows {
+        let (g_i, rest) = g.split_at_mut(hidden);
+        let (g_f, rest) = rest.split_at_mut(hidden);
+        let (g_g, g_o) = rest.split_at_mut(hidden);
+        // LANES units at a time through local arrays, as in the forward.
+        let mut j = 0;
+        while j + LANES <= hidden {
+            let (g4, cs) = ([&mut *g_i, g_f, g_g, g_o], [c_prev, c]);
+            backward_units(g4, cs, [dh_out, dh_next], dc_next, [dh, dc], j, LANES);
+            j += LANES;
+        }
+        if j < hidden {
+            let (g4, cs) = ([g_i, g_f, g_g, g_o], [c_prev, c]);
+            backward_units(g4, cs, [dh_out, dh_next], dc_next, [dh, dc], j, hidden - j);
+        }
+        *dh_sq = sum_sq_f64(dh);
+        *dc_sq = sum_sq_f64(dc);
+    }
+}
+
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_backward_body`]: g = [i f g o] in,
+/// [da_i da_f da_g da_o] out; c = [c_{t−1}, c_t]; dh_in = [dh_out_t, dh_next]; dc_next in
+/// and out; probe = [dh_t, dc_t] out.
+#[inline(always)]
+fn backward_units<F: Real>(
+    g: [&mut [F]; 4],
+    c: [&[F]; 2],
+    dh_in: [&[F]; 2],
+    dc_next: &mut [F],
+    probe: [&mut [F]; 2],
+    j: usize,
+    n: usize,
+) {
+    let r = j..j + n;
+    let [g_i, g_f, g_g, g_o] = g;
+    let one = F::one();
+    let mut u = [[F::zero(); LANES]; 8];
+    let srcs = [&g_i[..], g_f, g_g, g_o, c[0], c[1], dh_in[0], dh_in[1]];
+    for (dst, src) in u.iter_mut().zip(srcs) {
+        dst[..n].copy_from_slice(&src[r.clone()]);
+    }
+    let mut udcn = [F::zero(); LANES];
+    udcn[..n].copy_from_slice(&dc_next[r.clone()]);
+    let (mut udh, mut udc) = ([F::zero(); LANES], [F::zero(); LANES]);
+    let [ui, uf, ug, uo, ucp, uc, udo, udn] = &mut u;
+    for l in 0..LANES {
+        // dh_t = dh_out_t + dh_next: the probe's ∂L/∂h_t
+        let dh_t = udo[l] + udn[l];
+        udh[l] = dh_t;
+        let (i, f, g, o) = (ui[l], uf[l], ug[l], uo[l]);
+        // forward: h_t = o ⊙ tanh(c_t), and c_t also flows on to step t+1, so
+        // dc_t = dc_next + dh_t ⊙ o ⊙ (1 − tanh²c_t),  do = dh_t ⊙ tanh c_t
+        let tc = uc[l].tanh_act();
+        let dc_t = udcn[l] + dh_t * o * (one - tc * tc);
+        udc[l] = dc_t;
+        let d_o = dh_t * tc;
+        // forward: c_t = f ⊙ c_{t−1} + i ⊙ g, so
+        // di = dc_t ⊙ g,  df = dc_t ⊙ c_{t−1},  dg = dc_t ⊙ i,  dc_{t−1} = dc_t ⊙ f
+        let (di, df, dg) = (dc_t * g, dc_t * ucp[l], dc_t * i);
+        udcn[l] = dc_t * f;
+        // forward: i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o); from the outputs:
+        // σ' = σ(1 − σ), tanh' = 1 − tanh²
+        ui[l] = di * i * (one - i);
+        uf[l] = df * f * (one - f);
+        ug[l] = dg * (one - g * g);
+        uo[l] = d_o * o * (one - o);
+    }
+    for (dst, src) in [g_i, g_f, g_g, g_o].into_iter().zip(&u) {
+        dst[r.clone()].copy_from_slice(&src[..n]);
+    }
+    dc_next[r.clone()].copy_from_slice(&udcn[..n]);
+    let [dh, dc] = probe;
+    dh[r.clone()].copy_from_slice(&udh[..n]);
+    dc[r].copy_from_slice(&udc[..n]);
+}
+
+/// The data of a block of rows (contiguous: a row range of one step).
+fn slice<'a, F, D: Dimension>(v: &'a ArrayView<'_, F, D>) -> &'a [F] {
+    v.as_slice().expect("row block is contiguous")
+}
+
+/// The data of a mutable block of rows (contiguous: a row range of one step).
+fn slice_mut<'a, F, D: Dimension>(v: &'a mut ArrayViewMut<'_, F, D>) -> &'a mut [F] {
+    v.as_slice_mut().expect("row block is contiguous")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{arr1, arr2, arr3};
+    use ndarray::{Array1, arr1, arr2, arr3};
 
     /// The one-step case derived by hand in the module docs.
     #[test]
@@ -266,12 +456,13 @@ mod tests {
             arr3(&[[[0.5f64]]]).view(),
             arr2(&[[0.0]]).view(),
             arr2(&[[2.0]]).view(),
+            1,
         );
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-8, "{a} vs {b}");
         close(cache.cs[[1, 0, 0]], 1.922_798_09);
         close(cache.hs[[1, 0, 0]], 0.596_407_69);
         close(cache.forget_gate_mean()[0], 0.817_574_48);
-        let g = backward(&p, cache, arr3(&[[[1.0]]]).view());
+        let g = backward(&p, cache, arr3(&[[[1.0]]]).view(), Backward::default());
         close(g.probes.dc_norm.as_ref().unwrap()[0], 0.051_012_95);
         close(g.dstate0.c.as_ref().unwrap()[[0, 0]], 0.041_706_89);
         assert_eq!(g.dstate0.h[[0, 0]], 0.0); // W_hh = 0: nothing flows back through h

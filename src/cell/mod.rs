@@ -8,17 +8,31 @@
 //! - `dh_out`: (T, B, H), the gradient of the loss with respect to each output h_t that
 //!   arrives from *above* (the readout head); the recurrence adds its own part.
 //!
-//! Each cell does the two things DESIGN.md's Performance section asks for: one large product
-//! for all input projections before the time loop, and the weight gradients as one large
-//! product over all timesteps after the backward loop; the time loop itself allocates nothing.
+//! How the cells are fast (DESIGN.md, Performance): the time loop allocates nothing; each step
+//! is one product into the gate buffer ([`gemm`], an AVX-512 kernel for f32) and one fused
+//! pass of elementwise gate math ([`simd`]: vectorised, with a polynomial exp); the weight
+//! gradients of all timesteps are one product after the loop ([`weight_grads`]); the probe
+//! norms are summed in f64 inside the fused pass; the big arrays come from a per-thread
+//! [`pool`] of recycled buffers. Sequences of a batch never interact inside the recurrence, so
+//! with `threads` > 1 the batch is split into row blocks that run the whole time loop
+//! independently, and the products after the loop are split by output rows or columns: every
+//! number is computed by the same operations in the same order whatever the thread count, so
+//! results are bit-identical with 1 or 2 threads. `threads` = 1 never touches a thread pool
+//! (sweeps run many single-threaded runs side by side).
+//!
+//! [`reference`] keeps the plain implementation the fast cells are tested against.
 //! This module knows nothing about heads, losses or tasks.
 
+pub mod gemm;
 pub mod lstm;
+pub mod pool;
+pub mod reference;
 pub mod rnn;
+pub mod simd;
 
 use crate::params::{CellKind, LayerParams};
 use crate::real::Real;
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView3};
 
 /// The recurrent state carried between steps: h (B, H), and c (B, H) for the LSTM.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,8 +72,8 @@ pub struct Probes {
 pub struct LayerGrads<F> {
     /// Gradients of the layer's weights (same layout as the weights).
     pub params: LayerParams<F>,
-    /// ∂L/∂x: (T, B, I)
-    pub dx: Array3<F>,
+    /// ∂L/∂x: (T, B, I), when asked for ([`Backward::input_grad`]).
+    pub dx: Option<Array3<F>>,
     /// ∂L/∂(initial state).
     pub dstate0: State<F>,
     /// The probes, a by-product of the backward walk.
@@ -96,21 +110,47 @@ impl<F: Real> Cache<F> {
     }
 }
 
-/// Runs the cell of `params` over `x` (T, B, I) from `state0`.
+/// Runs the cell of `params` over `x` (T, B, I) from `state0`, on `threads` threads.
 pub fn forward<F: Real>(
     cell: CellKind,
     params: &LayerParams<F>,
     x: ArrayView3<F>,
     state0: &State<F>,
+    threads: usize,
 ) -> Cache<F> {
     match cell {
-        CellKind::Rnn => Cache::Rnn(rnn::forward(params, x, state0.h.view())),
+        CellKind::Rnn => Cache::Rnn(rnn::forward(params, x, state0.h.view(), threads)),
         CellKind::Lstm => {
             let c0 = state0
                 .c
                 .as_ref()
                 .expect("an LSTM needs an initial cell state c0");
-            Cache::Lstm(lstm::forward(params, x, state0.h.view(), c0.view()))
+            Cache::Lstm(lstm::forward(
+                params,
+                x,
+                state0.h.view(),
+                c0.view(),
+                threads,
+            ))
+        }
+    }
+}
+
+/// What a backward pass is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backward {
+    /// Threads to split the batch over (1: no thread pool at all).
+    pub threads: usize,
+    /// Whether to compute ∂L/∂x (training does not need it).
+    pub input_grad: bool,
+}
+
+impl Default for Backward {
+    /// One thread, ∂L/∂x included: everything, as the gradient check wants it.
+    fn default() -> Self {
+        Backward {
+            threads: 1,
+            input_grad: true,
         }
     }
 }
@@ -121,20 +161,155 @@ pub fn backward<F: Real>(
     params: &LayerParams<F>,
     cache: Cache<F>,
     dh_out: ArrayView3<F>,
+    how: Backward,
 ) -> LayerGrads<F> {
     match cache {
-        Cache::Rnn(c) => rnn::backward(params, c, dh_out),
-        Cache::Lstm(c) => lstm::backward(params, c, dh_out),
+        Cache::Rnn(c) => rnn::backward(params, c, dh_out, how),
+        Cache::Lstm(c) => lstm::backward(params, c, dh_out, how),
     }
 }
 
-/// Mean over the rows of a (B, H) matrix of each row's L2 norm, in f64.
-pub(crate) fn mean_row_norm<F: Real>(m: ArrayView2<F>) -> f64 {
-    let b = m.nrows();
-    let total: f64 = m
-        .rows()
-        .into_iter()
-        .map(|r| r.iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt())
-        .sum();
-    total / b as f64
+/// Rows per block when a batch of `batch` rows is split for `threads` threads: a multiple of
+/// [`gemm::MR`] (so that the products' register tiles stay full), at least 1. Fewer blocks
+/// than threads when the batch is small; one block when `threads` ≤ 1.
+pub(crate) fn block_rows(batch: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return batch.max(1);
+    }
+    batch.div_ceil(threads).next_multiple_of(gemm::MR).max(1)
+}
+
+/// Runs `job` once per item, on the rayon pool when there is more than one (the caller's
+/// thread otherwise).
+pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {
+    if items.len() <= 1 {
+        items.into_iter().for_each(job);
+    } else {
+        let job = &job;
+        rayon::scope(|s| {
+            for item in items {
+                s.spawn(move |_| job(item));
+            }
+        });
+    }
+}
+
+/// a = x_t W_ihᵀ + (b_ih + b_hh) for one step's block of rows: `x` (b, I), `w_ih_t` (I, G·H),
+/// `bias` (G·H), `a` (b, G·H) overwritten. For the small inputs of the tasks (I ≤ 16) one
+/// fused pass, bias + Σ_c x[r, c]·W_ihᵀ[c, :] in order of c; otherwise a product.
+pub(crate) fn input_projection<F: Real>(
+    x: ndarray::ArrayView2<F>,
+    w_ih_t: &Array2<F>,
+    bias: &ndarray::Array1<F>,
+    a: &mut ndarray::ArrayViewMut2<F>,
+) {
+    let (i, gh) = w_ih_t.dim();
+    match (
+        x.as_slice(),
+        w_ih_t.as_slice(),
+        bias.as_slice(),
+        a.as_slice_mut(),
+    ) {
+        (Some(x), Some(w), Some(bias), Some(out)) if i <= 16 => {
+            input_projection_rows::<F>(x, w, bias, out, i, gh)
+        }
+        _ => {
+            a.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
+            gemm::mat_mul(&x, &w_ih_t.view(), true, a);
+        }
+    }
+}
+
+simd::multiversion!(fn input_projection_rows<F: Real>(x: &[F], w_ih_t: &[F], bias: &[F], out: &mut [F], i: usize, gh: usize) => input_projection_body);
+
+#[inline(always)]
+fn input_projection_body<F: Real>(
+    x: &[F],
+    w_ih_t: &[F],
+    bias: &[F],
+    out: &mut [F],
+    i: usize,
+    gh: usize,
+) {
+    for (x_row, out_row) in x.chunks_exact(i).zip(out.chunks_exact_mut(gh)) {
+        out_row.copy_from_slice(&bias[..gh]);
+        for (&xc, w_row) in x_row.iter().zip(w_ih_t.chunks_exact(gh)) {
+            for (o, &w) in out_row.iter_mut().zip(w_row) {
+                *o += xc * w;
+            }
+        }
+    }
+}
+
+/// Mean over the batch of per-row norms given as squared sums: `sq` is (T, B) row-major;
+/// returns (T) values of (1/B) Σ_b √sq[t, b], summed in batch order.
+pub(crate) fn mean_norms(sq: &[f64], batch: usize) -> Vec<f64> {
+    sq.chunks_exact(batch)
+        .map(|row| row.iter().map(|s| s.sqrt()).sum::<f64>() / batch as f64)
+        .collect()
+}
+
+/// The weight gradients of all timesteps in one product, after the backward loop, plus ∂L/∂x
+/// if asked for. `da`: (T·B, G·H), the pre-activation gradients of every step; `hs`: (T+1, B, H)
+/// (only h₀ … h_{T−1} are read); `x`: (T, B, I).
+///
+/// ```text
+/// forward was a_t = x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh, so
+/// [dW_hhᵀ; dW_ihᵀ; db] = [h_{t−1} | x_t | 1]ᵀ · da        ((H + I + 1), G·H), one product
+/// db_ih = db_hh = db;   dx_t = da_t W_ih
+/// ```
+/// The product is split over column blocks of `da` between threads (each entry is the same sum
+/// in the same order whatever the split).
+pub(crate) fn weight_grads<F: Real>(
+    p: &LayerParams<F>,
+    da: ndarray::ArrayView2<F>,
+    hs: Array3<F>,
+    x: ndarray::ArrayView3<F>,
+    how: Backward,
+) -> (LayerParams<F>, Option<Array3<F>>) {
+    use ndarray::{Axis, s};
+    let (t_len, b, i) = x.dim();
+    let h = hs.dim().2;
+    let gh = da.ncols();
+    // [h_{t−1} | x_t | 1]: (T·B, H + I + 1)
+    let mut hx1: Array2<F> = pool::take((t_len * b, h + i + 1));
+    let h_prev = hs.slice(s![..t_len, .., ..]);
+    let h_prev = h_prev
+        .into_shape_with_order((t_len * b, h))
+        .expect("contiguous");
+    hx1.slice_mut(s![.., ..h]).assign(&h_prev);
+    pool::recycle(hs);
+    let x2 = x.into_shape_with_order((t_len * b, i)).expect("contiguous");
+    hx1.slice_mut(s![.., h..h + i]).assign(&x2);
+    hx1.column_mut(h + i).fill(F::one());
+
+    let mut out = Array2::<F>::zeros((h + i + 1, gh));
+    let cols = block_rows(gh, how.threads).next_multiple_of(gemm::NR);
+    let jobs: Vec<_> = out
+        .axis_chunks_iter_mut(Axis(1), cols)
+        .zip(da.axis_chunks_iter(Axis(1), cols))
+        .collect();
+    let hx1_t = hx1.t();
+    run_parallel(jobs, |(mut out, da)| {
+        gemm::mat_mul(&hx1_t, &da, false, &mut out)
+    });
+    pool::recycle(hx1);
+
+    let db = out.row(h + i).to_owned();
+    let grads = LayerParams {
+        weight_ih: out
+            .slice(s![h..h + i, ..])
+            .t()
+            .as_standard_layout()
+            .into_owned(),
+        weight_hh: out.slice(s![..h, ..]).t().as_standard_layout().into_owned(),
+        bias_ih: db.clone(),
+        bias_hh: db,
+    };
+    let dx = how.input_grad.then(|| {
+        let mut dx = Array2::<F>::zeros((t_len * b, i));
+        gemm::mat_mul(&da, &p.weight_ih.view(), false, &mut dx.view_mut());
+        dx.into_shape_with_order((t_len, b, i)).expect("contiguous")
+    });
+    (grads, dx)
 }

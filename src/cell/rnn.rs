@@ -13,7 +13,11 @@
 //! dh_next ← da_t W_hh                                 (into step t−1)
 //! ```
 //! and after the loop, over all steps at once: dW_hh = Σ_t da_tᵀ h_{t−1}, dW_ih = Σ_t da_tᵀ x_t,
-//! db_ih = db_hh = Σ_t Σ_b da_t, dx_t = da_t W_ih.
+//! db_ih = db_hh = Σ_t Σ_b da_t, dx_t = da_t W_ih (see [`super::weight_grads`]).
+//!
+//! Each step is one product (written straight into h_t's rows) and one elementwise pass,
+//! forward and backward side by side below; the batch splits into independent row blocks
+//! across threads (see the module docs of [`super`]).
 //!
 //! A one-step case by hand (I = H = B = 1, W_ih = 0.5, W_hh = −1, b_ih = 0.1, b_hh = 0,
 //! x = 2, h₀ = 0.3, loss L = h₁):
@@ -21,11 +25,13 @@
 //! ∂L/∂W_ih = 0.55905517·2 = 1.11811034, ∂L/∂W_hh = 0.55905517·0.3 = 0.16771655,
 //! ∂L/∂b = 0.55905517, ∂L/∂x = 0.27952759, ∂L/∂h₀ = −0.55905517. (Asserted in a test below.)
 
-use super::{LayerGrads, Probes, State, mean_row_norm};
+use super::simd::{multiversion, sum_sq_f64};
+use super::{
+    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel,
+};
 use crate::params::LayerParams;
 use crate::real::Real;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, Zip, s};
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 
 /// What the RNN's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
@@ -37,34 +43,58 @@ pub struct RnnCache<F> {
 }
 
 /// Forward over all T steps. `x`: (T, B, I), `h0`: (B, H).
-pub fn forward<F: Real>(p: &LayerParams<F>, x: ArrayView3<F>, h0: ArrayView2<F>) -> RnnCache<F> {
-    let (t_len, b, i) = x.dim();
+pub fn forward<F: Real>(
+    p: &LayerParams<F>,
+    x: ArrayView3<F>,
+    h0: ArrayView2<F>,
+    threads: usize,
+) -> RnnCache<F> {
+    let (t_len, b, _) = x.dim();
     let h = p.weight_hh.ncols();
-    let x = x.as_standard_layout().into_owned();
-    let x2 = x
-        .view()
-        .into_shape_with_order((t_len * b, i))
-        .expect("contiguous");
-
-    // All input projections in one product: a = x W_ihᵀ + (b_ih + b_hh), (T·B, H).
-    let bias = &p.bias_ih + &p.bias_hh;
-    let mut a = Array2::from_shape_fn((t_len * b, h), |(_, j)| bias[j]);
-    general_mat_mul(F::one(), &x2, &p.weight_ih.t(), F::one(), &mut a);
-
-    let mut hs = Array3::zeros((t_len + 1, b, h));
+    let mut x_own: Array3<F> = pool::take(x.dim());
+    x_own.assign(&x);
+    let x = x_own;
+    let w_ih_t = p.weight_ih.t().as_standard_layout().into_owned(); // (I, H)
+    let w_hh_t = p.weight_hh.t().as_standard_layout().into_owned(); // (H, H)
+    let bias: Array1<F> = &p.bias_ih + &p.bias_hh; // (H)
+    let mut hs = pool::take((t_len + 1, b, h));
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
-    for t in 0..t_len {
-        let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
-        let h_prev = prev.index_axis(Axis(0), t);
-        let mut a_t = a.slice_mut(s![t * b..(t + 1) * b, ..]);
-        // a_t += h_{t−1} W_hhᵀ
-        general_mat_mul(F::one(), &h_prev, &p.weight_hh.t(), F::one(), &mut a_t);
-        // h_t = tanh(a_t)
-        Zip::from(next.index_axis_mut(Axis(0), 0))
-            .and(&a_t)
-            .for_each(|h, &a| *h = a.tanh_act());
-    }
+
+    let rows = block_rows(b, threads);
+    let jobs: Vec<_> = x
+        .axis_chunks_iter(Axis(1), rows)
+        .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
+        .collect();
+    run_parallel(jobs, |(x, hs)| forward_rows(&w_ih_t, &w_hh_t, &bias, x, hs));
     RnnCache { x, hs }
+}
+
+/// The time loop over one block of rows: x (T, b, I), hs (T+1, b, H).
+fn forward_rows<F: Real>(
+    w_ih_t: &Array2<F>,
+    w_hh_t: &Array2<F>,
+    bias: &Array1<F>,
+    x: ArrayView3<F>,
+    mut hs: ArrayViewMut3<F>,
+) {
+    for t in 0..x.dim().0 {
+        let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
+        let mut a = next.index_axis_mut(Axis(0), 0); // a_t, then h_t in place: (b, H)
+        // a_t = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ
+        super::input_projection(x.index_axis(Axis(0), t), w_ih_t, bias, &mut a);
+        gemm::mat_mul(&prev.index_axis(Axis(0), t), &w_hh_t.view(), true, &mut a);
+        // h_t = tanh(a_t)
+        tanh_in_place::<F>(a.as_slice_mut().expect("row block is contiguous"));
+    }
+}
+
+multiversion!(fn tanh_in_place<F: Real>(a: &mut [F]) => tanh_in_place_body);
+
+#[inline(always)]
+fn tanh_in_place_body<F: Real>(a: &mut [F]) {
+    for v in a {
+        *v = v.tanh_act();
+    }
 }
 
 /// Backward through time. `dh_out`: (T, B, H) gradient arriving at each h_t from the head.
@@ -72,66 +102,123 @@ pub fn backward<F: Real>(
     p: &LayerParams<F>,
     cache: RnnCache<F>,
     dh_out: ArrayView3<F>,
+    how: Backward,
 ) -> LayerGrads<F> {
     let RnnCache { x, hs } = cache;
-    let (t_len, b, i) = x.dim();
+    let (t_len, b, _) = x.dim();
     let h = p.weight_hh.ncols();
 
-    let mut da = Array2::<F>::zeros((t_len * b, h)); // da_t for every step: (T·B, H)
-    let mut dh = Array2::<F>::zeros((b, h)); // ∂L/∂h_t, (B, H)
-    let mut dh_next = Array2::<F>::zeros((b, h)); // from step t+1, (B, H)
-    let mut dh_norm = vec![0.0; t_len];
-    for t in (0..t_len).rev() {
-        // dh_t = dh_out_t + dh_next
-        Zip::from(&mut dh)
-            .and(dh_out.index_axis(Axis(0), t))
-            .and(&dh_next)
-            .for_each(|d, &o, &n| *d = o + n);
-        dh_norm[t] = mean_row_norm(dh.view());
-        // forward was h_t = tanh(a_t), so da_t = dh_t ⊙ (1 − h_t²)
-        let mut da_t = da.slice_mut(s![t * b..(t + 1) * b, ..]);
-        Zip::from(&mut da_t)
-            .and(&dh)
-            .and(hs.index_axis(Axis(0), t + 1))
-            .for_each(|da, &dh, &h| *da = dh * (F::one() - h * h));
-        // forward was a_t += h_{t−1} W_hhᵀ, so dh_{t−1} (recurrent part) = da_t W_hh
-        general_mat_mul(F::one(), &da_t, &p.weight_hh, F::zero(), &mut dh_next);
-    }
+    let mut da: Array3<F> = pool::take((t_len, b, h)); // da_t for every step
+    let mut dh_sq = Array2::<f64>::zeros((t_len, b)); // ‖∂L/∂h_t‖² per row
+    // Running recurrent part of ∂L/∂h from step t+1; after the loop, ∂L/∂h₀.
+    let mut dh_next = Array2::<F>::zeros((b, h));
 
-    // Weight gradients over all steps at once.
-    let x2 = x
-        .view()
-        .into_shape_with_order((t_len * b, i))
-        .expect("contiguous");
-    let h_prev = hs.slice(s![..t_len, .., ..]);
-    let h_prev = h_prev
+    let rows = block_rows(b, how.threads);
+    let jobs: Vec<_> = da
+        .axis_chunks_iter_mut(Axis(1), rows)
+        .zip(hs.axis_chunks_iter(Axis(1), rows))
+        .zip(dh_out.axis_chunks_iter(Axis(1), rows))
+        .zip(dh_sq.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
+        .map(|((((da, hs), dh_out), dh_sq), dh_next)| Rows {
+            da,
+            hs,
+            dh_out,
+            dh_sq,
+            dh_next,
+        })
+        .collect();
+    run_parallel(jobs, |rows| backward_rows(&p.weight_hh, rows));
+
+    let da = da
         .into_shape_with_order((t_len * b, h))
         .expect("contiguous");
-    let mut g = LayerParams {
-        weight_ih: Array2::zeros((h, i)),
-        weight_hh: Array2::zeros((h, h)),
-        bias_ih: da.sum_axis(Axis(0)),
-        bias_hh: ndarray::Array1::zeros(h),
-    };
-    g.bias_hh.assign(&g.bias_ih);
-    general_mat_mul(F::one(), &da.t(), &h_prev, F::zero(), &mut g.weight_hh);
-    general_mat_mul(F::one(), &da.t(), &x2, F::zero(), &mut g.weight_ih);
-    let dx = da
-        .dot(&p.weight_ih)
-        .into_shape_with_order((t_len, b, i))
-        .expect("contiguous");
-
+    let (params, dx) = super::weight_grads(p, da.view(), hs, x.view(), how);
+    pool::recycle(da);
+    pool::recycle(x);
     LayerGrads {
-        params: g,
+        params,
         dx,
         dstate0: State {
             h: dh_next,
             c: None,
         },
         probes: Probes {
-            dh_norm,
+            dh_norm: mean_norms(dh_sq.as_slice().expect("contiguous"), b),
             dc_norm: None,
         },
+    }
+}
+
+/// One thread's share of the backward pass: a block of b rows (sequences) of every array.
+struct Rows<'a, F> {
+    /// (T, b, H): da_t out
+    da: ArrayViewMut3<'a, F>,
+    /// (T+1, b, H)
+    hs: ArrayView3<'a, F>,
+    /// (T, b, H)
+    dh_out: ArrayView3<'a, F>,
+    /// (T, b): ‖dh_t‖² per row
+    dh_sq: ArrayViewMut2<'a, f64>,
+    /// (b, H): running recurrent part of ∂L/∂h from step t+1; ∂L/∂h₀ at the end
+    dh_next: ArrayViewMut2<'a, F>,
+}
+
+/// The backward time loop over one block of rows.
+fn backward_rows<F: Real>(w_hh: &Array2<F>, mut r: Rows<'_, F>) {
+    let h = r.hs.dim().2;
+    for t in (0..r.da.dim().0).rev() {
+        let mut da_t = r.da.index_axis_mut(Axis(0), t);
+        tanh_backward::<F>(
+            da_t.as_slice_mut().expect("row block is contiguous"),
+            r.hs.index_axis(Axis(0), t + 1)
+                .as_slice()
+                .expect("contiguous"),
+            r.dh_out
+                .index_axis(Axis(0), t)
+                .as_slice()
+                .expect("contiguous"),
+            r.dh_next.as_slice().expect("contiguous"),
+            r.dh_sq
+                .index_axis_mut(Axis(0), t)
+                .into_slice()
+                .expect("contiguous"),
+            h,
+        );
+        // forward was a_t += h_{t−1} W_hhᵀ, so dh_{t−1} (recurrent part) = da_t W_hh
+        gemm::mat_mul(&da_t.view(), &w_hh.view(), false, &mut r.dh_next);
+    }
+}
+
+multiversion!(fn tanh_backward<F: Real>(da: &mut [F], h: &[F], dh_out: &[F], dh_next: &[F], dh_sq: &mut [f64], hidden: usize) => tanh_backward_body);
+
+/// One step backward, row by row (the forward is `h_t = tanh(a_t)` in [`forward_rows`]):
+/// writes da_t (b, H) and each row's ‖dh_t‖² to dh_sq (b).
+#[inline(always)]
+fn tanh_backward_body<F: Real>(
+    da: &mut [F],
+    h: &[F],
+    dh_out: &[F],
+    dh_next: &[F],
+    dh_sq: &mut [f64],
+    hidden: usize,
+) {
+    let rows = da
+        .chunks_exact_mut(hidden)
+        .zip(h.chunks_exact(hidden))
+        .zip(dh_out.chunks_exact(hidden))
+        .zip(dh_next.chunks_exact(hidden))
+        .zip(dh_sq.iter_mut());
+    for ((((da, h), dh_out), dh_next), sq) in rows {
+        // dh_t = dh_out_t + dh_next (the probe), kept in da for the moment
+        for j in 0..hidden {
+            da[j] = dh_out[j] + dh_next[j];
+        }
+        *sq = sum_sq_f64(da);
+        // forward was h_t = tanh(a_t), so da_t = dh_t ⊙ (1 − h_t²)
+        for j in 0..hidden {
+            da[j] *= F::one() - h[j] * h[j];
+        }
     }
 }
 
@@ -151,15 +238,15 @@ mod tests {
         };
         let x = arr3(&[[[2.0f64]]]);
         let h0 = arr2(&[[0.3f64]]);
-        let cache = forward(&p, x.view(), h0.view());
+        let cache = forward(&p, x.view(), h0.view(), 1);
         assert!((cache.hs[[1, 0, 0]] - 0.664_036_770_267_849).abs() < 1e-12);
-        let g = backward(&p, cache, arr3(&[[[1.0]]]).view());
+        let g = backward(&p, cache, arr3(&[[[1.0]]]).view(), Backward::default());
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-8, "{a} vs {b}");
         close(g.params.weight_ih[[0, 0]], 1.118_110_34);
         close(g.params.weight_hh[[0, 0]], 0.167_716_55);
         close(g.params.bias_ih[0], 0.559_055_17);
         close(g.params.bias_hh[0], 0.559_055_17);
-        close(g.dx[[0, 0, 0]], 0.279_527_59);
+        close(g.dx.unwrap()[[0, 0, 0]], 0.279_527_59);
         close(g.dstate0.h[[0, 0]], -0.559_055_17);
         assert_eq!(g.probes.dh_norm, vec![1.0]);
     }

@@ -1,0 +1,167 @@
+//! Kernel benchmarks (divan): the pieces of a training step in isolation, fast against
+//! reference, so a regression in one kernel shows up by name. `cargo bench` runs them all;
+//! `cargo bench -- lstm` filters. Shapes are those of the standard configuration
+//! LSTM H = 128, B = 64, T = 100 (adding task: I = 2), unless a name says otherwise.
+//! Whole training steps are measured by `rnnlab bench`, not here.
+
+use divan::{Bencher, black_box};
+use ndarray::{Array2, Array3};
+use rnnlab::cell::{self, Backward, State, gemm, reference};
+use rnnlab::params::{CellKind, LayerParams};
+use rnnlab::real::exp_f32;
+
+fn main() {
+    divan::main();
+}
+
+const T: usize = 100;
+const B: usize = 64;
+const I: usize = 2;
+
+fn matrix(m: usize, n: usize, seed: f32) -> Array2<f32> {
+    Array2::from_shape_fn((m, n), |(i, j)| {
+        ((i * 131 + j * 71) as f32 * seed).sin() * 0.3
+    })
+}
+
+fn layer(cell: CellKind, h: usize) -> LayerParams<f32> {
+    let gh = cell.gates() * h;
+    LayerParams {
+        weight_ih: matrix(gh, I, 0.1),
+        weight_hh: matrix(gh, h, 0.2),
+        bias_ih: matrix(1, gh, 0.3).into_shape_with_order(gh).unwrap(),
+        bias_hh: matrix(1, gh, 0.4).into_shape_with_order(gh).unwrap(),
+    }
+}
+
+fn inputs() -> Array3<f32> {
+    Array3::from_shape_fn((T, B, I), |(t, b, i)| {
+        ((t * 7 + b * 3 + i) as f32 * 0.37).sin()
+    })
+}
+
+/// The products of a step: (m, k)·(k, n), A transposed for the weight gradient
+/// ([`gemm::mat_mul`] at every shape, ndarray's `general_mat_mul` for comparison).
+const GEMM_SHAPES: [(&str, usize, usize, usize, bool); 5] = [
+    ("recurrent (64,128)x(128,512)", 64, 128, 512, false),
+    ("dh (64,512)x(512,128)", 64, 512, 128, false),
+    ("weight grad (131,6400)x(6400,512)", 131, 6400, 512, true),
+    ("recurrent B=128 (128,128)x(128,512)", 128, 128, 512, false),
+    ("dh B=128 (128,512)x(512,128)", 128, 512, 128, false),
+];
+
+#[divan::bench(args = [0, 1, 2, 3, 4])]
+fn gemm_kernel(bencher: Bencher, shape: usize) {
+    let (_, m, k, n, tr) = GEMM_SHAPES[shape];
+    let a = if tr {
+        matrix(k, m, 0.3)
+    } else {
+        matrix(m, k, 0.3)
+    };
+    let a = if tr { a.reversed_axes() } else { a };
+    let b = matrix(k, n, 0.7);
+    let mut c = Array2::<f32>::zeros((m, n));
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * k))
+        .bench_local(|| gemm::mat_mul(&a.view(), &b.view(), false, &mut c.view_mut()));
+}
+
+#[divan::bench(args = [0, 1, 2, 3, 4])]
+fn gemm_ndarray(bencher: Bencher, shape: usize) {
+    let (_, m, k, n, tr) = GEMM_SHAPES[shape];
+    let a = if tr {
+        matrix(k, m, 0.3)
+    } else {
+        matrix(m, k, 0.3)
+    };
+    let a = if tr { a.reversed_axes() } else { a };
+    let b = matrix(k, n, 0.7);
+    let mut c = Array2::<f32>::zeros((m, n));
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * k))
+        .bench_local(|| ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c));
+}
+
+#[divan::bench]
+fn exp_fast_4096(bencher: Bencher) {
+    let x: Vec<f32> = (0..4096).map(|k| (k as f32 - 2048.0) * 0.01).collect();
+    let mut y = vec![0.0f32; 4096];
+    bencher.bench_local(|| {
+        for (y, &x) in y.iter_mut().zip(black_box(&x)) {
+            *y = exp_f32(x);
+        }
+    });
+}
+
+#[divan::bench]
+fn exp_libm_4096(bencher: Bencher) {
+    let x: Vec<f32> = (0..4096).map(|k| (k as f32 - 2048.0) * 0.01).collect();
+    let mut y = vec![0.0f32; 4096];
+    bencher.bench_local(|| {
+        for (y, &x) in y.iter_mut().zip(black_box(&x)) {
+            *y = x.exp();
+        }
+    });
+}
+
+fn state(cell: CellKind, h: usize) -> State<f32> {
+    State::zeros(cell, B, h)
+}
+
+#[divan::bench(args = [CellKind::Rnn, CellKind::Lstm], consts = [64, 128])]
+fn forward<const H: usize>(bencher: Bencher, cell: CellKind) {
+    let (p, x, s0) = (layer(cell, H), inputs(), state(cell, H));
+    bencher.bench_local(|| cell::forward(cell, &p, x.view(), &s0, 1));
+}
+
+#[divan::bench(args = [CellKind::Rnn, CellKind::Lstm], consts = [64, 128])]
+fn forward_2_threads<const H: usize>(bencher: Bencher, cell: CellKind) {
+    let (p, x, s0) = (layer(cell, H), inputs(), state(cell, H));
+    bencher.bench_local(|| cell::forward(cell, &p, x.view(), &s0, 2));
+}
+
+#[divan::bench(args = [CellKind::Rnn, CellKind::Lstm], consts = [64, 128])]
+fn forward_backward<const H: usize>(bencher: Bencher, cell: CellKind) {
+    let (p, x, s0) = (layer(cell, H), inputs(), state(cell, H));
+    let dh = Array3::<f32>::from_elem((T, B, H), 0.01);
+    let how = Backward {
+        threads: 1,
+        input_grad: false,
+    };
+    bencher.bench_local(|| {
+        let cache = cell::forward(cell, &p, x.view(), &s0, 1);
+        cell::backward(&p, cache, dh.view(), how)
+    });
+}
+
+#[divan::bench(args = [CellKind::Rnn, CellKind::Lstm], consts = [64, 128])]
+fn forward_backward_2_threads<const H: usize>(bencher: Bencher, cell: CellKind) {
+    let (p, x, s0) = (layer(cell, H), inputs(), state(cell, H));
+    let dh = Array3::<f32>::from_elem((T, B, H), 0.01);
+    let how = Backward {
+        threads: 2,
+        input_grad: false,
+    };
+    bencher.bench_local(|| {
+        let cache = cell::forward(cell, &p, x.view(), &s0, 2);
+        cell::backward(&p, cache, dh.view(), how)
+    });
+}
+
+/// The plain reference implementation, for comparison (not used in training).
+#[divan::bench(args = [CellKind::Rnn, CellKind::Lstm], consts = [64, 128])]
+fn reference_forward_backward<const H: usize>(bencher: Bencher, cell: CellKind) {
+    let (p, x, s0) = (layer(cell, H), inputs(), state(cell, H));
+    let dh = Array3::<f32>::from_elem((T, B, H), 0.01);
+    bencher.bench_local(|| match cell {
+        CellKind::Rnn => {
+            let c = reference::rnn_forward(&p, x.view(), s0.h.view());
+            reference::rnn_backward(&p, c, dh.view())
+        }
+        CellKind::Lstm => {
+            let c0 = s0.c.as_ref().unwrap();
+            let c = reference::lstm_forward(&p, x.view(), s0.h.view(), c0.view());
+            reference::lstm_backward(&p, c, dh.view())
+        }
+    });
+}

@@ -1,0 +1,94 @@
+//! Compiling the elementwise kernels for the vector units the CPU actually has.
+//!
+//! The crate is built for plain x86-64 (SSE2), so a loop over the gates would use 4-lane
+//! vectors at best. [`multiversion!`] compiles one `#[inline(always)]` body three times,
+//! for AVX-512, for AVX2 and for the baseline, and calls the best one the CPU supports
+//! (detected once). The body is ordinary scalar Rust written so that it vectorises: slices
+//! zipped to equal length, no branches, [`crate::real::exp_f32`] instead of a library call.
+//! The three builds compute exactly the same operations in the same order (no fused
+//! multiply-add is introduced without an explicit `mul_add`), so the result does not depend on
+//! the CPU.
+
+/// The widest vector extension usable on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+/// Detected once. `RNNLAB_NO_AVX512=1` in the environment caps it at AVX2 (for comparisons).
+pub fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            if super::gemm::has_avx512() {
+                Level::Avx512
+            } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            {
+                Level::Avx2
+            } else {
+                Level::Baseline
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Level::Baseline
+    }
+}
+
+/// `multiversion!(pub fn name<F: Real>(a: A, b: B) => body);` defines `name`, which calls
+/// the generic `#[inline(always)] fn body<F: Real>(a: A, b: B)` compiled for the best
+/// [`Level`] of this CPU.
+macro_rules! multiversion {
+    ($vis:vis fn $name:ident<F: Real>($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<F: $crate::real::Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512<F: $crate::real::Real>($($arg: $ty),*) {
+                    $body::<F>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<F: $crate::real::Real>($($arg: $ty),*) {
+                    $body::<F>($($arg),*)
+                }
+                match $crate::cell::simd::level() {
+                    // SAFETY: the CPU has the features these builds were compiled for.
+                    $crate::cell::simd::Level::Avx512 => return unsafe { avx512::<F>($($arg),*) },
+                    $crate::cell::simd::Level::Avx2 => return unsafe { avx2::<F>($($arg),*) },
+                    $crate::cell::simd::Level::Baseline => {}
+                }
+            }
+            $body::<F>($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Σ v² over a slice, widened to and accumulated in f64 (entries far back in time are below
+/// 1e−19, whose squares underflow in f32). Eight interleaved partial sums, combined in a fixed
+/// order: vectorises, and the result depends only on the values.
+#[inline(always)]
+pub fn sum_sq_f64<F: crate::real::Real>(v: &[F]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            let x = x.f64();
+            *a += x * x;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(tail) {
+        let x = x.f64();
+        *a += x * x;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
