@@ -6,6 +6,7 @@
 
 use divan::{Bencher, black_box};
 use ndarray::{Array2, Array3};
+use rnnlab::cell::rnn::Activation;
 use rnnlab::cell::{self, Backward, State, gemm, reference};
 use rnnlab::params::{CellKind, LayerParams};
 use rnnlab::real::exp_f32;
@@ -154,14 +155,22 @@ fn reference_forward_backward<const H: usize>(bencher: Bencher, cell: CellKind) 
     let (p, x, s0) = (layer(cell, H), inputs(), state(cell, H));
     let dh = Array3::<f32>::from_elem((T, B, H), 0.01);
     bencher.bench_local(|| match cell {
-        CellKind::Rnn => {
-            let c = reference::rnn_forward(&p, x.view(), s0.h.view());
+        CellKind::Rnn | CellKind::RnnRelu => {
+            let act = match cell {
+                CellKind::RnnRelu => Activation::Relu,
+                _ => Activation::Tanh,
+            };
+            let c = reference::rnn_forward(&p, x.view(), s0.h.view(), act);
             reference::rnn_backward(&p, c, dh.view())
         }
         CellKind::Lstm => {
             let c0 = s0.c.as_ref().unwrap();
             let c = reference::lstm_forward(&p, x.view(), s0.h.view(), c0.view());
             reference::lstm_backward(&p, c, dh.view())
+        }
+        CellKind::Gru => {
+            let c = reference::gru_forward(&p, x.view(), s0.h.view());
+            reference::gru_backward(&p, c, dh.view())
         }
     });
 }

@@ -39,8 +39,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// The configurations of the reference table (shared/reference/README.md), GRU aside.
-pub const STANDARD_CONFIGS: &str = "rnn:64:64:100,lstm:64:64:100,rnn:128:64:100,lstm:128:64:100,lstm:128:128:100,lstm:256:64:100,lstm:128:64:400";
+/// The configurations of the reference table (shared/reference/README.md), in its order.
+pub const STANDARD_CONFIGS: &str = "rnn:64:64:100,lstm:64:64:100,rnn:128:64:100,lstm:128:64:100,lstm:128:128:100,lstm:256:64:100,lstm:128:64:400,gru:128:64:100";
 
 /// `rnnlab bench`: training-step throughput of the standard configurations.
 #[derive(clap::Args, Debug, Clone)]
@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// against one alone (MODEL:HIDDEN:BATCH:SEQ_LEN; "none" to skip)
     #[arg(long, default_value = "lstm:64:64:100")]
     pub sweep: String,
+    /// Classifier preset timed at batch 32, length 100 against Keras' 334 ms/step (the seed
+    /// text classifier; "none" to skip)
+    #[arg(long, default_value = "keras-lstm", value_name = "PRESET")]
+    pub classifier: String,
 }
 
 /// One configuration: cell, H, B, T.
@@ -142,7 +146,7 @@ impl BenchConfig {
 /// forward  = 2·B·(I + H)·G·H·T  +  2·B·H·O          (input and recurrent products, head)
 /// step     = 3 · forward                            (backward ≈ 2 × forward: dh_{t−1} and dW)
 /// ```
-/// with G = gate blocks (1 RNN, 4 LSTM), I = 2 and O = 1 for the adding task. Elementwise
+/// with G = gate blocks (1 RNN, 3 GRU, 4 LSTM), I = 2 and O = 1 for the adding task. Elementwise
 /// work, the loss and the optimizer are not counted (they are O(B·G·H·T) and O(parameters)).
 /// The same count PyTorch's figures in shared/reference/README.md use.
 pub fn step_flops(c: &BenchConfig) -> f64 {
@@ -625,6 +629,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.threads
         );
     }
+    if args.classifier != "none" {
+        crate::seq::bench::report(&args.classifier, args.threads, args.warmup, args.steps)
+            .map_err(crate::commands::usage)?;
+    }
     if let Some(m) = &memory {
         println!(
             "memory: lstm H={} B={} T={}: peak {:.1} MiB during one step; BPTT cache (theory) {:.1} MiB; ratio {:.2} [{}]",
@@ -692,7 +700,7 @@ mod tests {
     #[test]
     fn configs_parse_and_reject_with_a_clear_message() {
         let all = BenchConfig::parse_list(STANDARD_CONFIGS).unwrap();
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 8);
         assert_eq!(
             all[3],
             BenchConfig {
@@ -702,10 +710,10 @@ mod tests {
                 seq_len: 100
             }
         );
-        let e = BenchConfig::parse("gru:128:64:100")
+        let e = BenchConfig::parse("tcn:128:64:100")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown model `gru`"), "{e}");
+        assert!(e.contains("unknown model `tcn`"), "{e}");
         let e = BenchConfig::parse("lstm:128:0:100")
             .unwrap_err()
             .to_string();

@@ -5,7 +5,10 @@
 //! `bias_hh_l0` (G·H), `head.weight` (O, H), `head.bias` (O). Metadata (string → string):
 //! `format = pt`, `rnnlab.cell`, `rnnlab.readout`, `rnnlab.task`, `rnnlab.seq_len`,
 //! `rnnlab.version`. A file saved by PyTorch has no `rnnlab.*` metadata: the cell is then
-//! inferred from the shapes (G = 1: RNN, G = 4: LSTM) and the readout comes from the task.
+//! inferred from the shapes (G = 1: RNN, G = 3: GRU, G = 4: LSTM) and the readout comes from
+//! the task. Shapes cannot tell a tanh RNN from a ReLU RNN (`nn.RNN(nonlinearity='relu')`):
+//! rnnlab's files say which in `rnnlab.cell`; for a file without it, [`CheckpointInfo::cell`]
+//! is `None` and the caller decides (see `commands.rs`: the `--model` given).
 //! f64 and f16/bf16 tensors are not accepted; f32 is what both sides use by default.
 
 use crate::head::Readout;
@@ -13,7 +16,7 @@ use crate::model::Model;
 use crate::params::{CellKind, NAMES, Params};
 use crate::real::Real;
 use anyhow::{Context, Result, anyhow, bail};
-use ndarray::{ArrayViewMutD, IxDyn};
+use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +30,9 @@ pub struct CheckpointInfo {
     pub seq_len: Option<usize>,
     /// Readout, if recorded.
     pub readout: Option<Readout>,
+    /// The cell, if recorded (`rnnlab.cell`); without it the model's cell was inferred from
+    /// the shapes, which say "RNN" for tanh and ReLU RNNs alike.
+    pub cell: Option<CellKind>,
 }
 
 /// Writes `model` to `path` (atomically).
@@ -43,12 +49,24 @@ pub fn save(path: &Path, model: &Model<f32>, task: &str, seq_len: usize) -> Resu
 /// The tensors of `params` (as f32, PyTorch names) and `metadata` as safetensors bytes; also
 /// used for `probe`'s `grads.safetensors`.
 pub fn serialize<F: Real>(params: &Params<F>, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
-    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = params
+    let named: Vec<(String, ArrayViewD<F>)> = params
         .tensors()
         .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+    serialize_tensors(&named, metadata)
+}
+
+/// Any named tensors (as f32) and `metadata` as safetensors bytes.
+pub fn serialize_tensors<F: Real>(
+    named: &[(String, ArrayViewD<F>)],
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>> {
+    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = named
+        .iter()
         .map(|(name, t)| {
             (
-                name,
+                name.as_str(),
                 t.shape().to_vec(),
                 t.iter()
                     .flat_map(|v| (v.f64() as f32).to_le_bytes())
@@ -117,24 +135,26 @@ pub fn load(path: &Path, readout: Readout) -> Result<(Model<f32>, CheckpointInfo
     }
     let inferred = match w_hh[0] / hidden {
         1 => CellKind::Rnn,
+        3 => CellKind::Gru,
         4 => CellKind::Lstm,
         g => bail!(
-            "checkpoint {shown}: weight_hh_l0 {w_hh:?} has {g} gate blocks; rnnlab reads RNN (1) and LSTM (4)"
+            "checkpoint {shown}: weight_hh_l0 {w_hh:?} has {g} gate blocks; rnnlab reads RNN (1), GRU (3) and LSTM (4)"
         ),
     };
-    let cell = match meta.get("rnnlab.cell") {
+    let recorded = match meta.get("rnnlab.cell") {
         Some(name) => {
             let c = CellKind::parse(name)
                 .ok_or_else(|| anyhow!("checkpoint {shown}: unknown cell `{name}`"))?;
-            if c != inferred {
+            if c.gates() != inferred.gates() {
                 bail!(
                     "checkpoint {shown}: metadata says {c} but the shapes are those of an {inferred}"
                 );
             }
-            c
+            Some(c)
         }
-        None => inferred,
+        None => None,
     };
+    let cell = recorded.unwrap_or(inferred);
     let mut params = Params::<f32>::zeros(cell, w_ih[1], hidden, w_head[0]);
     for (name, dst) in params.tensors_mut() {
         read_tensor(&st, name, dst).with_context(|| format!("checkpoint {shown}"))?;
@@ -152,6 +172,7 @@ pub fn load(path: &Path, readout: Readout) -> Result<(Model<f32>, CheckpointInfo
         task: meta.get("rnnlab.task").cloned(),
         seq_len: meta.get("rnnlab.seq_len").and_then(|s| s.parse().ok()),
         readout: readout_meta,
+        cell: recorded,
     };
     Ok((
         Model {
@@ -163,7 +184,7 @@ pub fn load(path: &Path, readout: Readout) -> Result<(Model<f32>, CheckpointInfo
 }
 
 /// Copies tensor `name` into `dst`, checking dtype and shape.
-fn read_tensor(st: &SafeTensors, name: &str, mut dst: ArrayViewMutD<f32>) -> Result<()> {
+pub(crate) fn read_tensor(st: &SafeTensors, name: &str, mut dst: ArrayViewMutD<f32>) -> Result<()> {
     let t = st.tensor(name)?;
     if t.dtype() != Dtype::F32 {
         bail!(
@@ -218,6 +239,7 @@ mod tests {
             save(&path, &m, "adding", 100).unwrap();
             let (back, info) = load(&path, Readout::Every).unwrap();
             assert_eq!(back, m);
+            assert_eq!(info.cell, Some(cell));
             assert_eq!(info.task.as_deref(), Some("adding"));
             assert_eq!(info.seq_len, Some(100));
         }

@@ -35,6 +35,9 @@ pub enum Command {
     Plot(PlotArgs),
     /// Training-step throughput for the standard configurations (ms/step, sequences/s, GFLOP/s).
     Bench(crate::bench::BenchArgs),
+    /// Train a text classifier like Keras' model.fit (default: the Keras example on the
+    /// synthetic key-token task); history.csv, charts and the best epoch's checkpoint.
+    Fit(crate::seq::cli::FitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +118,13 @@ pub enum ModelName {
     Rnn,
     /// LSTM with forget gate.
     Lstm,
+    /// GRU (PyTorch's nn.GRU: gates r, z, n).
+    Gru,
+    /// Vanilla RNN with ReLU instead of tanh (nn.RNN(nonlinearity='relu')).
+    RnnRelu,
+    /// IRNN (Le et al. 2015): the ReLU RNN with W_hh = identity (× --init-scale), input
+    /// weights ~ N(0, 0.001²) and zero biases.
+    Irnn,
 }
 
 impl From<ModelName> for CellKind {
@@ -122,6 +132,8 @@ impl From<ModelName> for CellKind {
         match m {
             ModelName::Rnn => CellKind::Rnn,
             ModelName::Lstm => CellKind::Lstm,
+            ModelName::Gru => CellKind::Gru,
+            ModelName::RnnRelu | ModelName::Irnn => CellKind::RnnRelu,
         }
     }
 }
@@ -169,9 +181,9 @@ pub struct TaskModelArgs {
     /// Hidden size H.
     #[arg(long, value_name = "H", default_value_t = 64)]
     pub hidden: usize,
-    /// Initialisation of the recurrent matrix W_hh.
-    #[arg(long, value_enum, default_value_t = InitName::Uniform)]
-    pub init: InitName,
+    /// Initialisation of the recurrent matrix W_hh [default: uniform; identity for irnn].
+    #[arg(long, value_enum)]
+    pub init: Option<InitName>,
     /// Gain of the orthogonal init / scale of the identity init.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub init_scale: f64,
@@ -198,7 +210,19 @@ impl TaskModelArgs {
                 self.init_scale
             );
         }
-        let recurrent = match self.init {
+        if self.model == ModelName::Irnn {
+            return match self.init {
+                None | Some(InitName::Identity) => Ok(Init::irnn(self.init_scale)),
+                Some(other) => bail!(
+                    "--model irnn fixes the initialisation (identity W_hh); for the ReLU RNN with --init {} use --model rnn-relu",
+                    other
+                        .to_possible_value()
+                        .expect("no skipped values")
+                        .get_name()
+                ),
+            };
+        }
+        let recurrent = match self.init.unwrap_or(InitName::Uniform) {
             InitName::Uniform => RecurrentInit::Uniform,
             InitName::Orthogonal => RecurrentInit::Orthogonal {
                 gain: self.init_scale,
@@ -210,6 +234,7 @@ impl TaskModelArgs {
         Ok(Init {
             recurrent,
             forget_bias: self.forget_bias,
+            ..Init::default()
         })
     }
 }
@@ -379,6 +404,15 @@ mod tests {
         assert_eq!(cfg.clip, Clip::None);
         assert_eq!(cfg.optimizer, OptimizerKind::Sgd { momentum: 0.9 });
         assert_eq!(cfg.target_accuracy, None);
+        let base = ["--task", "adding", "--seq-len", "50", "--model"];
+        let cfg = train_config(&[&base[..], &["gru"]].concat()).unwrap();
+        assert_eq!((cfg.cell, cfg.init), (CellKind::Gru, Init::default()));
+        let cfg = train_config(&[&base[..], &["irnn"]].concat()).unwrap();
+        assert_eq!((cfg.cell, cfg.init), (CellKind::RnnRelu, Init::irnn(1.0)));
+        let cfg =
+            train_config(&[&base[..], &["rnn-relu", "--init", "orthogonal"]].concat()).unwrap();
+        assert_eq!(cfg.cell, CellKind::RnnRelu);
+        assert_eq!(cfg.init.recurrent, RecurrentInit::Orthogonal { gain: 1.0 });
     }
 
     #[test]
@@ -402,9 +436,13 @@ mod tests {
             err.contains("invalid value 'sorting'") && err.contains("adding, copy"),
             "{err}"
         );
-        let err = train_config(&["--task", "adding", "--model", "gru"])
+        let err = train_config(&["--task", "adding", "--model", "gru2"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("invalid value 'gru'"), "{err}");
+        assert!(err.contains("invalid value 'gru2'"), "{err}");
+        let err = train_config(&["--task", "adding", "--model", "irnn", "--init", "uniform"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use --model rnn-relu"), "{err}");
     }
 }

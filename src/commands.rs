@@ -52,16 +52,22 @@ fn task_and_model(
         .ok_or_else(|| anyhow!("--seq-len T is required (for example --seq-len 100)"))?;
     let task = make_task(task_name, seq_len, args.copy_len)?;
     let model = match from_file {
-        Some((model, _)) => {
+        Some((mut model, info)) => {
             let path = args.checkpoint.as_ref().expect("loaded").display();
-            let p = &model.params;
-            if model.cell() != CellKind::from(args.model) {
+            let wanted = CellKind::from(args.model);
+            // A file without rnnlab metadata (e.g. from PyTorch) cannot tell a tanh RNN from a
+            // ReLU RNN by its shapes: --model says which.
+            if info.cell.is_none() && model.cell().gates() == wanted.gates() {
+                model.params.cell = wanted;
+            }
+            if model.cell() != wanted {
                 bail!(
                     "checkpoint {path} holds an {} but --model is {}",
                     model.cell(),
-                    CellKind::from(args.model)
+                    wanted
                 );
             }
+            let p = &model.params;
             if p.input_size() != task.input_size() || p.output_size() != task.output_size() {
                 bail!(
                     "checkpoint {path} has input size {} and output size {}, but the {} task needs {} and {}",
@@ -337,17 +343,17 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
         sizes.input, sizes.hidden, sizes.output, sizes.batch, sizes.steps
     );
     println!(
-        "{:<6} {:<11} {:<14} {:<12} {:>14} {:>12}  result",
+        "{:<8} {:<11} {:<14} {:<12} {:>14} {:>12}  result",
         "cell", "loss", "tensor", "shape", "max rel error", "max |grad|"
     );
     let mut failed = 0;
-    for cell in cells {
+    for &cell in &cells {
         for loss in LossKind::ALL {
             for t in gradcheck::run(cell, loss, sizes, args.seed) {
                 let ok = t.passed();
                 failed += usize::from(!ok);
                 println!(
-                    "{:<6} {:<11} {:<14} {:<12} {:>14.3e} {:>12.3e}  {}",
+                    "{:<8} {:<11} {:<14} {:<12} {:>14.3e} {:>12.3e}  {}",
                     cell.name(),
                     loss.name(),
                     t.name,
@@ -357,6 +363,39 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
                     if ok { "ok" } else { "FAILED" }
                 );
             }
+        }
+    }
+    // The text classifier (src/seq): each cell with masked steps (T = 7, holes at the start,
+    // middle and end), then the whole Keras-style stack (embedding with mask, bidirectional
+    // and plain recurrent layers, dropout, dense softmax).
+    for &cell in &cells {
+        let (masked, dx_masked) = crate::seq::gradcheck::masked_cell(cell, args.seed);
+        let spec = crate::seq::gradcheck::small_spec(cell);
+        let stack = crate::seq::gradcheck::classifier(&spec, args.seed);
+        for (what, t) in masked
+            .iter()
+            .map(|t| ("masked", t))
+            .chain(stack.iter().map(|t| ("classifier", t)))
+        {
+            let ok = t.passed();
+            failed += usize::from(!ok);
+            println!(
+                "{:<6} {:<11} {:<14} {:<12} {:>14.3e} {:>12.3e}  {}",
+                cell.name(),
+                what,
+                t.name,
+                format!("{:?}", t.shape),
+                t.max_rel_error,
+                t.max_abs_grad,
+                if ok { "ok" } else { "FAILED" }
+            );
+        }
+        if dx_masked != 0.0 {
+            failed += 1;
+            println!(
+                "{:<6} masked: ∂L/∂x at masked steps is {dx_masked:e}, expected 0  FAILED",
+                cell.name()
+            );
         }
     }
     if failed > 0 {
@@ -370,7 +409,7 @@ pub fn gradcheck(args: &GradcheckArgs) -> Result<()> {
 pub fn experiment(args: &ExperimentArgs) -> Result<()> {
     if args.list {
         for (name, description) in crate::experiment::config::list() {
-            println!("{name:<12} {description}");
+            println!("{name:<16} {description}");
         }
         return Ok(());
     }
@@ -381,6 +420,13 @@ pub fn experiment(args: &ExperimentArgs) -> Result<()> {
     let opts = args.options();
     if opts.jobs == Some(0) {
         return Err(usage(anyhow!("--jobs 0 is invalid: it must be at least 1")));
+    }
+    let (source, text) = crate::experiment::config::find(name).map_err(usage)?;
+    if crate::seq::config::is_classifier(&text) {
+        let origin = source.describe();
+        let file = crate::seq::experiment::load(&origin, &text, &opts).map_err(usage)?;
+        crate::seq::experiment::execute(name, &origin, file, &opts)?;
+        return Ok(());
     }
     let (cfg, source) = crate::experiment::load(name, &opts).map_err(usage)?;
     println!(
@@ -396,7 +442,11 @@ pub fn plot(args: &PlotArgs) -> Result<()> {
     if !args.dir.is_dir() {
         return Err(usage(anyhow!("{} is not a folder", args.dir.display())));
     }
-    let charts = crate::experiment::render(&args.dir).map_err(usage)?;
+    let charts = if crate::seq::experiment::is_result(&args.dir) {
+        crate::seq::experiment::render(&args.dir).map_err(usage)?
+    } else {
+        crate::experiment::render(&args.dir).map_err(usage)?
+    };
     for c in &charts {
         println!("drew {}", c.display());
     }

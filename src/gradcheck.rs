@@ -89,10 +89,7 @@ impl Default for Sizes {
 /// (orthogonal with gain 1 keeps gradients at distance T large enough to check relatively).
 pub fn run(cell: CellKind, loss_kind: LossKind, sizes: Sizes, seed: u64) -> Vec<TensorCheck> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let init = Init {
-        recurrent: RecurrentInit::Orthogonal { gain: 1.0 },
-        forget_bias: 1.0,
-    };
+    let init = Init::with_recurrent(RecurrentInit::Orthogonal { gain: 1.0 });
     let Sizes {
         input,
         hidden,
@@ -111,7 +108,8 @@ pub fn run(cell: CellKind, loss_kind: LossKind, sizes: Sizes, seed: u64) -> Vec<
     let x = Array3::from_shape_fn((steps, batch, input), |_| rng.random_range(-1.0..1.0));
     let state0 = State {
         h: Array2::from_shape_fn((batch, hidden), |_| rng.random_range(-0.8..0.8)),
-        c: (cell == CellKind::Lstm)
+        c: cell
+            .has_cell_state()
             .then(|| Array2::from_shape_fn((batch, hidden), |_| rng.random_range(-1.5..1.5))),
     };
     let target = match loss_kind {
@@ -176,13 +174,20 @@ pub fn run(cell: CellKind, loss_kind: LossKind, sizes: Sizes, seed: u64) -> Vec<
 
 /// (L(θ+δ) − L(θ−δ)) / 2δ for every entry of a tensor of `shape`; `loss(idx, d)` evaluates
 /// the loss with entry `idx` shifted by `d`.
-fn central_differences(shape: &[usize], loss: impl Fn(IxDyn, f64) -> f64) -> ArrayD<f64> {
+pub(crate) fn central_differences(
+    shape: &[usize],
+    loss: impl Fn(IxDyn, f64) -> f64,
+) -> ArrayD<f64> {
     ArrayD::from_shape_fn(shape, |idx| {
         (loss(idx.clone(), DELTA) - loss(idx, -DELTA)) / (2.0 * DELTA)
     })
 }
 
-fn compare(name: &str, analytic: ArrayViewD<f64>, numeric: ArrayViewD<f64>) -> TensorCheck {
+pub(crate) fn compare(
+    name: &str,
+    analytic: ArrayViewD<f64>,
+    numeric: ArrayViewD<f64>,
+) -> TensorCheck {
     assert_eq!(
         analytic.shape(),
         numeric.shape(),
@@ -211,7 +216,7 @@ mod tests {
         for cell in CellKind::ALL {
             for loss_kind in LossKind::ALL {
                 let report = run(cell, loss_kind, Sizes::default(), 3);
-                let expected = if cell == CellKind::Lstm { 9 } else { 8 };
+                let expected = if cell.has_cell_state() { 9 } else { 8 };
                 assert_eq!(report.len(), expected);
                 for t in &report {
                     assert!(

@@ -3,9 +3,12 @@
 //! The default is PyTorch's: every recurrent weight and bias ~ U(−1/√H, 1/√H), and the head
 //! (`nn.Linear`) weight and bias ~ U(−1/√H, 1/√H) (kaiming-uniform with a = √5 reduces to
 //! that bound). Options replace W_hh by an orthogonal matrix (per gate block) or a scaled
-//! identity (Le et al. 2015), and set the LSTM's forget-gate bias (PyTorch's reference does
-//! it as `bias_ih[H:2H] = value`, `bias_hh[H:2H] = 0`; we do the same). Every draw comes from
-//! the generator passed in, so one init seed gives the same model on every machine.
+//! identity, draw W_ih from a narrow Gaussian, zero the recurrent biases ([`Init::irnn`], the
+//! recipe of Le, Jaitly & Hinton 2015), and set the LSTM's forget-gate bias (PyTorch's
+//! reference does it as `bias_ih[H:2H] = value`, `bias_hh[H:2H] = 0`; we do the same). The
+//! options overwrite the default draws afterwards, so they never change the other tensors'
+//! values. Every draw comes from the generator passed in, so one init seed gives the same
+//! model on every machine.
 
 use crate::params::{CellKind, Params};
 use crate::real::Real;
@@ -26,10 +29,26 @@ pub enum RecurrentInit {
     Identity { scale: f64 },
 }
 
+/// How the input weights W_ih are initialised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum InputInit {
+    /// PyTorch's default U(−1/√H, 1/√H).
+    #[default]
+    Uniform,
+    /// N(0, std²) (Le et al. 2015 use std = 0.001 for the IRNN).
+    Gaussian { std: f64 },
+}
+
 /// Initialisation settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Init {
     pub recurrent: RecurrentInit,
+    #[serde(default)]
+    pub input: InputInit,
+    /// Set the recurrent layer's biases b_ih and b_hh to 0 (before the forget-gate bias).
+    #[serde(default)]
+    pub zero_bias: bool,
     /// LSTM forget-gate bias (ignored by other cells). Default 1.
     pub forget_bias: f64,
 }
@@ -38,6 +57,34 @@ impl Default for Init {
     fn default() -> Self {
         Init {
             recurrent: RecurrentInit::Uniform,
+            input: InputInit::Uniform,
+            zero_bias: false,
+            forget_bias: 1.0,
+        }
+    }
+}
+
+/// The standard deviation of the IRNN's input weights (Le, Jaitly & Hinton 2015).
+pub const IRNN_INPUT_STD: f64 = 0.001;
+
+impl Init {
+    /// W_hh initialised as `recurrent`, everything else PyTorch's default.
+    pub fn with_recurrent(recurrent: RecurrentInit) -> Init {
+        Init {
+            recurrent,
+            ..Init::default()
+        }
+    }
+
+    /// The IRNN of Le, Jaitly & Hinton (2015), for the ReLU RNN: W_hh = `scale`·I (1 in the
+    /// paper), W_ih ~ N(0, 0.001²), biases 0; the head keeps PyTorch's default.
+    pub fn irnn(scale: f64) -> Init {
+        Init {
+            recurrent: RecurrentInit::Identity { scale },
+            input: InputInit::Gaussian {
+                std: IRNN_INPUT_STD,
+            },
+            zero_bias: true,
             forget_bias: 1.0,
         }
     }
@@ -81,6 +128,15 @@ pub fn init_params<F: Real>(
                     .for_each(|((r, c), w)| *w = F::of(if r == c { scale } else { 0.0 }));
             }
         }
+    }
+    if let InputInit::Gaussian { std } = init.input {
+        p.layer
+            .weight_ih
+            .mapv_inplace(|_| F::of(std * gaussian(rng)));
+    }
+    if init.zero_bias {
+        p.layer.bias_ih.fill(F::zero());
+        p.layer.bias_hh.fill(F::zero());
     }
     if cell == CellKind::Lstm {
         p.layer
@@ -202,18 +258,12 @@ mod tests {
         for ((r, c), v) in qtq.indexed_iter() {
             assert!((v - if r == c { 1.0 } else { 0.0 }).abs() < 1e-12);
         }
-        let init = Init {
-            recurrent: RecurrentInit::Orthogonal { gain: 1.5 },
-            forget_bias: 1.0,
-        };
+        let init = Init::with_recurrent(RecurrentInit::Orthogonal { gain: 1.5 });
         let p: Params<f64> = init_params(CellKind::Rnn, 2, 12, 1, &init, &mut rng);
         assert!((spectral_norm(p.layer.weight_hh.view()) - 1.5).abs() < 1e-9);
         // an orthogonal matrix has all |λ| = gain
         assert!((spectral_radius(p.layer.weight_hh.view()) - 1.5).abs() < 1e-6);
-        let init = Init {
-            recurrent: RecurrentInit::Identity { scale: 0.9 },
-            forget_bias: 1.0,
-        };
+        let init = Init::with_recurrent(RecurrentInit::Identity { scale: 0.9 });
         let p: Params<f64> = init_params(CellKind::Rnn, 2, 3, 1, &init, &mut rng);
         assert_eq!(p.layer.weight_hh, Array2::<f64>::eye(3) * 0.9);
         // a rotation by 90° scaled by 0.5: complex eigenvalues ±0.5i, ρ = 0.5, σ_max = 0.5
@@ -227,5 +277,34 @@ mod tests {
             spectral_radius(j.view())
         );
         assert!(spectral_norm(j.view()) > 2.0);
+    }
+
+    /// The IRNN recipe: identity W_hh, zero biases, W_ih with standard deviation 0.001; the
+    /// head as by default (the same draws as without the recipe).
+    #[test]
+    fn irnn_init_follows_le_et_al() {
+        let draw = |init: &Init| -> Params<f64> {
+            init_params(
+                CellKind::RnnRelu,
+                2,
+                64,
+                1,
+                init,
+                &mut ChaCha8Rng::seed_from_u64(5),
+            )
+        };
+        let (p, plain) = (draw(&Init::irnn(1.0)), draw(&Init::default()));
+        assert_eq!(p.layer.weight_hh, Array2::<f64>::eye(64));
+        assert!(
+            p.layer
+                .bias_ih
+                .iter()
+                .chain(&p.layer.bias_hh)
+                .all(|&b| b == 0.0)
+        );
+        let w = &p.layer.weight_ih;
+        let std = (w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((std - 0.001).abs() < 2e-4, "std {std}");
+        assert_eq!(p.head, plain.head);
     }
 }

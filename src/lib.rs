@@ -4,6 +4,7 @@
 //! Reading order: [`real`] (the float type) → [`params`] (named tensors) → [`cell`] (forward
 //! and backward through time) → [`head`] and [`loss`] → [`model`] (the three composed) →
 //! [`gradcheck`] (how every gradient is verified) → [`tasks`] → [`optim`] → [`train`].
+//! [`seq`] builds the classic Keras text classifier from the same cells.
 
 pub mod batch;
 pub mod bench;
@@ -24,5 +25,6 @@ pub mod plot;
 pub mod probe;
 pub mod real;
 pub mod report;
+pub mod seq;
 pub mod tasks;
 pub mod train;

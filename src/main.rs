@@ -5,6 +5,11 @@ use rnnlab::cli::{Cli, Command};
 use rnnlab::commands::{self, UsageError};
 use std::process::ExitCode;
 
+/// Counts live heap bytes so `rnnlab bench` can report peak memory (two relaxed atomic
+/// additions per allocation; the training loop does not allocate per timestep).
+#[global_allocator]
+static ALLOC: rnnlab::bench::CountingAlloc = rnnlab::bench::CountingAlloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Command::Experiment(args) => commands::experiment(args),
         Command::Plot(args) => commands::plot(args),
         Command::Bench(args) => rnnlab::bench::run(args),
+        Command::Fit(args) => rnnlab::seq::command::fit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

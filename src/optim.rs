@@ -1,11 +1,14 @@
 //! Optimizers (SGD with momentum, RMSProp, Adam) and gradient clipping, with PyTorch's
 //! update rules so that hyper-parameters mean the same thing as in `torch.optim`.
 //!
+//! Both work on any model: [`Optimizer::update`] and [`clip_tensors`] take the model's tensors
+//! as (parameter, gradient) views; [`Optimizer::step`] and [`clip`] are those for [`Params`].
+//!
 //! The training loop's order is fixed by design: backward → probes read the raw gradient →
 //! clip → optimizer step. Nothing here ever runs inside backward.
 
 use crate::params::Params;
-use ndarray::{ArrayD, Zip};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 use serde::{Deserialize, Serialize};
 
 /// Which optimizer, with its hyper-parameters.
@@ -78,19 +81,34 @@ impl std::fmt::Display for Clip {
 
 /// Applies `clip` to `grads` in place. Returns the global norm *before* clipping.
 pub fn clip(grads: &mut Params<f32>, clip: Clip) -> f64 {
-    let norm = grads.global_norm();
+    let mut views: Vec<ArrayViewMutD<f32>> =
+        grads.tensors_mut().into_iter().map(|(_, t)| t).collect();
+    clip_tensors(&mut views, clip)
+}
+
+/// [`clip`] over any set of gradient tensors (all of one model, clipped together). Returns
+/// the global L2 norm before clipping, accumulated in f64.
+pub fn clip_tensors(grads: &mut [ArrayViewMutD<f32>], clip: Clip) -> f64 {
+    let norm = grads
+        .iter()
+        .flat_map(|t| t.iter())
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
     match clip {
         Clip::None => {}
         Clip::Norm { max } => {
             // torch: clip_coef = max / (norm + 1e-6), applied when < 1
             let coef = max / (norm + 1e-6);
             if coef < 1.0 {
-                grads.scale(coef as f32);
+                for t in grads.iter_mut() {
+                    t.mapv_inplace(|v| v * coef as f32);
+                }
             }
         }
         Clip::Value { max } => {
             let m = max as f32;
-            for (_, mut t) in grads.tensors_mut() {
+            for t in grads.iter_mut() {
                 t.mapv_inplace(|v| v.clamp(-m, m));
             }
         }
@@ -122,30 +140,45 @@ impl Optimizer {
 
     /// One update θ ← θ − lr·(…) of every tensor of `params` with gradient `grads`.
     pub fn step(&mut self, params: &mut Params<f32>, grads: &Params<f32>) {
+        let mut pairs: Vec<_> = params
+            .tensors_mut()
+            .into_iter()
+            .zip(grads.tensors())
+            .map(|((_, p), (_, g))| (p, g))
+            .collect();
+        self.update(&mut pairs);
+    }
+
+    /// One update of any model's tensors, given as (parameter, gradient) pairs of equal shape,
+    /// always in the same order (the optimizer's state is kept per position in this list).
+    pub fn update(&mut self, pairs: &mut [(ArrayViewMutD<f32>, ArrayViewD<f32>)]) {
         if self.m.is_empty() {
-            self.m = grads
-                .tensors()
+            self.m = pairs
                 .iter()
                 .map(|(_, g)| ArrayD::zeros(g.shape()))
                 .collect();
             self.v = self.m.clone();
         }
+        assert_eq!(
+            self.m.len(),
+            pairs.len(),
+            "the optimizer was built for a different set of tensors"
+        );
         self.step += 1;
         let lr = self.lr as f32;
-        let pairs = params.tensors_mut().into_iter().zip(grads.tensors());
-        for (k, ((_, mut p), (_, g))) in pairs.enumerate() {
+        for (k, (p, g)) in pairs.iter_mut().enumerate() {
             let (m, v) = (&mut self.m[k], &mut self.v[k]);
             match self.kind {
                 OptimizerKind::Sgd { momentum } => {
                     let mu = momentum as f32;
-                    Zip::from(&mut p).and(m).and(&g).for_each(|p, m, &g| {
+                    Zip::from(p).and(m).and(&*g).for_each(|p, m, &g| {
                         *m = mu * *m + g;
                         *p -= lr * *m;
                     });
                 }
                 OptimizerKind::RmsProp { alpha, eps } => {
                     let (a, e) = (alpha as f32, eps as f32);
-                    Zip::from(&mut p).and(v).and(&g).for_each(|p, v, &g| {
+                    Zip::from(p).and(v).and(&*g).for_each(|p, v, &g| {
                         *v = a * *v + (1.0 - a) * g * g;
                         *p -= lr * g / (v.sqrt() + e);
                     });
@@ -156,15 +189,11 @@ impl Optimizer {
                     let c2 = 1.0 - beta2.powi(self.step as i32);
                     let step_size = (self.lr / c1) as f32;
                     let c2_sqrt = c2.sqrt() as f32;
-                    Zip::from(&mut p)
-                        .and(m)
-                        .and(v)
-                        .and(&g)
-                        .for_each(|p, m, v, &g| {
-                            *m = b1 * *m + (1.0 - b1) * g;
-                            *v = b2 * *v + (1.0 - b2) * g * g;
-                            *p -= step_size * *m / (v.sqrt() / c2_sqrt + e);
-                        });
+                    Zip::from(p).and(m).and(v).and(&*g).for_each(|p, m, v, &g| {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *p -= step_size * *m / (v.sqrt() / c2_sqrt + e);
+                    });
                 }
             }
         }

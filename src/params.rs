@@ -3,8 +3,8 @@
 //! As in llm.c, one struct serves both the parameters and their gradients, so the optimizer,
 //! clipping, the gradient check and checkpoints are all one loop over named `(param, grad)`
 //! pairs ([`Params::tensors`], [`Params::tensors_mut`]). Names are exactly those of
-//! `torch.nn.RNN` / `torch.nn.LSTM` (`weight_ih_l0`, …) plus the readout `head.weight`,
-//! `head.bias`. How the values are *initialised* lives in `init.rs`, not here.
+//! `torch.nn.RNN` / `torch.nn.LSTM` / `torch.nn.GRU` (`weight_ih_l0`, …) plus the readout
+//! `head.weight`, `head.bias`. How the values are *initialised* lives in `init.rs`, not here.
 
 use crate::real::Real;
 use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD, Zip};
@@ -14,22 +14,46 @@ use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD, Zip};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CellKind {
-    /// Vanilla tanh RNN (Elman): one block.
+    /// Vanilla tanh RNN (Elman), PyTorch's `nn.RNN`: one block.
     Rnn,
     /// LSTM with forget gate: blocks i, f, g, o (PyTorch's order).
     Lstm,
+    /// GRU: blocks r, z, n (PyTorch's order and formulation, `nn.GRU`).
+    Gru,
+    /// The vanilla RNN with ReLU instead of tanh, `nn.RNN(nonlinearity='relu')`: one block.
+    /// With identity W_hh it is the IRNN of Le, Jaitly & Hinton (2015). Same shapes as
+    /// [`CellKind::Rnn`], so checkpoints record the cell in their metadata.
+    #[serde(rename = "rnn-relu")]
+    RnnRelu,
 }
 
 impl CellKind {
     /// All kinds, in the order they are listed to users.
-    pub const ALL: [CellKind; 2] = [CellKind::Rnn, CellKind::Lstm];
+    pub const ALL: [CellKind; 4] = [
+        CellKind::Rnn,
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::RnnRelu,
+    ];
 
     /// Number of gate blocks stacked in `weight_ih_l0` / `weight_hh_l0`.
     pub fn gates(self) -> usize {
         match self {
-            CellKind::Rnn => 1,
+            CellKind::Rnn | CellKind::RnnRelu => 1,
             CellKind::Lstm => 4,
+            CellKind::Gru => 3,
         }
+    }
+
+    /// True for the vanilla RNNs (tanh or ReLU), whose only path back in time is
+    /// h_{t−1} → W_hh → nonlinearity → h_t (where the Pascanu et al. bound applies).
+    pub fn is_vanilla(self) -> bool {
+        matches!(self, CellKind::Rnn | CellKind::RnnRelu)
+    }
+
+    /// True if the state has a memory cell c besides h (LSTM).
+    pub fn has_cell_state(self) -> bool {
+        self == CellKind::Lstm
     }
 
     /// Lowercase name as used on the command line and in files.
@@ -37,14 +61,18 @@ impl CellKind {
         match self {
             CellKind::Rnn => "rnn",
             CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+            CellKind::RnnRelu => "rnn-relu",
         }
     }
 
-    /// Display name for charts ("RNN", "LSTM").
+    /// Display name for charts ("RNN", "LSTM", "GRU", "ReLU RNN").
     pub fn label(self) -> &'static str {
         match self {
             CellKind::Rnn => "RNN",
             CellKind::Lstm => "LSTM",
+            CellKind::Gru => "GRU",
+            CellKind::RnnRelu => "ReLU RNN",
         }
     }
 
@@ -180,6 +208,20 @@ impl<F: Real> Params<F> {
             .sqrt()
     }
 
+    /// Cosine of the angle between `self` and `other` seen as two long vectors (f64
+    /// accumulation); 1 if either is all zeros.
+    pub fn cosine(&self, other: &Params<F>) -> f64 {
+        let dot: f64 = self
+            .tensors()
+            .iter()
+            .zip(other.tensors().iter())
+            .flat_map(|((_, a), (_, b))| a.iter().zip(b.iter()))
+            .map(|(a, b)| a.f64() * b.f64())
+            .sum();
+        let norms = self.global_norm() * other.global_norm();
+        if norms > 0.0 { dot / norms } else { 1.0 }
+    }
+
     /// True if every entry is finite.
     pub fn all_finite(&self) -> bool {
         self.tensors()
@@ -259,6 +301,10 @@ mod tests {
         assert_eq!(p.global_norm(), 5.0);
         p.scale(0.5);
         assert_eq!(p.global_norm(), 2.5);
+        let mut q = p.clone();
+        assert!((p.cosine(&q) - 1.0).abs() < 1e-15);
+        q.head.bias[0] = 0.0; // q = (1.5, 0): cos = 1.5 / 2.5
+        assert!((p.cosine(&q) - 0.6).abs() < 1e-15);
         assert!(p.all_finite());
         p.head.bias[0] = f64::NAN;
         assert!(!p.all_finite());

@@ -1,8 +1,8 @@
 //! Small PNG chart library for rnnlab's experiment reports.
 //!
 //! It draws the handful of chart types the experiments need — line charts (optionally with a
-//! log-scaled y axis), mean lines with a shaded spread band, heatmaps with a colour bar, and two
-//! line charts side by side — straight to PNG files. Text is rendered with DejaVu Sans embedded in
+//! log-scaled y axis, horizontal and vertical reference lines), mean lines with a shaded spread
+//! band, heatmaps with a colour bar, and line charts side by side — straight to PNG files. Text is rendered with DejaVu Sans embedded in
 //! the binary (via the `dejavu` crate and plotters' `ab_glyph` feature), so charts look the same on
 //! every machine and no system fonts, fontconfig or freetype are needed. Defaults aim at charts
 //! that are readable on a laptop screen and explain themselves: large fonts, thick lines, a
@@ -50,6 +50,7 @@ const TICK_LABEL_PX: f64 = 16.0;
 const LEGEND_PX: f64 = 18.0;
 const NOTE_PX: f64 = 15.0;
 const LINE_WIDTH: u32 = 3;
+const THIN_LINE_WIDTH: u32 = 1;
 const REF_LINE_WIDTH: u32 = 2;
 const MARKER_RADIUS: i32 = 4;
 const BAND_MARKER_RADIUS: i32 = 5;
@@ -180,6 +181,8 @@ pub struct Series {
     pub color: Color,
     /// Draw the line dashed (e.g. for theoretical bounds).
     pub dashed: bool,
+    /// Draw a thin line (for long, noisy per-step data where thick lines merge into a band).
+    pub thin: bool,
 }
 
 impl Series {
@@ -191,6 +194,7 @@ impl Series {
             points,
             color,
             dashed: false,
+            thin: false,
         }
     }
 
@@ -198,6 +202,13 @@ impl Series {
     #[must_use]
     pub fn dashed(mut self) -> Series {
         self.dashed = true;
+        self
+    }
+
+    /// The same series, drawn with a thin line.
+    #[must_use]
+    pub fn thin(mut self) -> Series {
+        self.thin = true;
         self
     }
 }
@@ -229,7 +240,34 @@ impl HLine {
     }
 }
 
-/// A line chart; see [`line_chart`] and [`two_panel_line_chart`].
+/// A vertical reference line from the bottom to the top of the plot, e.g. "diverged at step
+/// 412". It appears in the legend when its label is not empty.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VLine {
+    /// Legend text.
+    pub label: String,
+    /// Position of the line in data units.
+    pub x: f64,
+    /// Draw the line dashed.
+    pub dashed: bool,
+    /// Line colour.
+    pub color: Color,
+}
+
+impl VLine {
+    /// A dashed vertical reference line.
+    #[must_use]
+    pub fn new(label: impl Into<String>, x: f64, color: Color) -> VLine {
+        VLine {
+            label: label.into(),
+            x,
+            dashed: true,
+            color,
+        }
+    }
+}
+
+/// A line chart; see [`line_chart`], [`two_panel_line_chart`] and [`panel_line_chart`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LineChart {
     /// Title, drawn bold at the top (shrunk if it would not fit).
@@ -246,6 +284,8 @@ pub struct LineChart {
     pub series: Vec<Series>,
     /// Horizontal reference lines.
     pub hlines: Vec<HLine>,
+    /// Vertical reference lines (their positions count as data for the x range).
+    pub vlines: Vec<VLine>,
     /// Fixed x range; by default the data range.
     pub x_range: Option<(f64, f64)>,
     /// Fixed y range; by default the data range (including reference lines) plus a margin.
@@ -373,39 +413,54 @@ pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
 ///
 /// As [`line_chart`], for either panel.
 pub fn two_panel_line_chart(path: &Path, left: &LineChart, right: &LineChart) -> Result<()> {
-    let what = || {
-        format!(
-            "two-panel chart {:?} | {:?} -> {}",
-            left.title,
-            right.title,
-            path.display()
-        )
-    };
-    let (left_prep, right_prep) = prepare_two_panels(left, right).with_context(what)?;
-    render_png(path, TWO_PANEL_SIZE, |root| {
-        let (a, b) = root.split_horizontally(TWO_PANEL_SIZE.0 / 2);
-        draw_line_chart(&a, left, &left_prep).context("left panel")?;
-        draw_line_chart(&b, right, &right_prep).context("right panel")
+    panel_line_chart(path, &[left.clone(), right.clone()])
+}
+
+/// Draws line charts side by side in one row, each panel as wide as half of
+/// [`TWO_PANEL_SIZE`] (so two panels give exactly [`two_panel_line_chart`]'s image).
+///
+/// When all panels have the same kind of y axis and none sets `y_range`, they share one y
+/// range covering all of them.
+///
+/// # Errors
+///
+/// As [`line_chart`], for any panel; also if `panels` is empty.
+pub fn panel_line_chart(path: &Path, panels: &[LineChart]) -> Result<()> {
+    let titles: Vec<String> = panels.iter().map(|p| format!("{:?}", p.title)).collect();
+    let what = || format!("panel chart {} -> {}", titles.join(" | "), path.display());
+    ensure!(!panels.is_empty(), "{}: no panels", what());
+    let prepared = prepare_panels(panels).with_context(what)?;
+    let panel_width = TWO_PANEL_SIZE.0 / 2;
+    let size = (panel_width * panels.len() as u32, TWO_PANEL_SIZE.1);
+    render_png(path, size, |root| {
+        let areas = root.split_evenly((1, panels.len()));
+        for (k, ((area, chart), prep)) in areas.iter().zip(panels).zip(&prepared).enumerate() {
+            draw_line_chart(area, chart, prep).with_context(|| format!("panel {}", k + 1))?;
+        }
+        Ok(())
     })
     .with_context(what)
 }
 
-fn prepare_two_panels(
-    left: &LineChart,
-    right: &LineChart,
-) -> Result<(PreparedLineChart, PreparedLineChart)> {
-    let l = prepare_line_chart(left, None).context("left panel")?;
-    let r = prepare_line_chart(right, None).context("right panel")?;
-    if left.log_y == right.log_y && left.y_range.is_none() && right.y_range.is_none() {
-        if let (Some(a), Some(b)) = (l.y_extent, r.y_extent) {
-            let shared = Some((a.0.min(b.0), a.1.max(b.1)));
-            return Ok((
-                prepare_line_chart(left, shared)?,
-                prepare_line_chart(right, shared)?,
-            ));
+fn prepare_panels(panels: &[LineChart]) -> Result<Vec<PreparedLineChart>> {
+    let own = panels
+        .iter()
+        .enumerate()
+        .map(|(k, p)| prepare_line_chart(p, None).with_context(|| format!("panel {}", k + 1)))
+        .collect::<Result<Vec<_>>>()?;
+    let same_axis = panels.iter().all(|p| p.log_y == panels[0].log_y);
+    let free = panels.iter().all(|p| p.y_range.is_none());
+    if panels.len() > 1 && same_axis && free {
+        let extents: Option<Vec<(f64, f64)>> = own.iter().map(|p| p.y_extent).collect();
+        if let Some(extents) = extents {
+            let shared = extents.iter().fold(None, |acc, &e| union(acc, Some(e)));
+            return panels
+                .iter()
+                .map(|p| prepare_line_chart(p, shared))
+                .collect();
         }
     }
-    Ok((l, r))
+    Ok(own)
 }
 
 /// Draws mean lines with shaded spread bands and markers to the PNG file `path`
@@ -1355,6 +1410,8 @@ struct PreparedLineChart {
     lines: Vec<PreparedLine>,
     /// Plot-space y of each reference line (None: not drawable).
     hlines: Vec<Option<f64>>,
+    /// x of each vertical reference line (None: not finite).
+    vlines: Vec<Option<f64>>,
     notes: Vec<String>,
     /// Plot-space y extent of the data and reference lines (before padding).
     y_extent: Option<(f64, f64)>,
@@ -1423,9 +1480,26 @@ fn prepare_line_chart(
         hlines.push(y);
     }
 
+    let vlines: Vec<Option<f64>> = chart
+        .vlines
+        .iter()
+        .map(|v| v.x.is_finite().then_some(v.x))
+        .collect();
+    for (v, x) in chart.vlines.iter().zip(&vlines) {
+        if x.is_none() {
+            notes.push(format!(
+                "Reference line {} at x = {} cannot be shown.",
+                name_of(&v.label),
+                v.x
+            ));
+        }
+    }
     let all_points = || lines.iter().flat_map(|l| l.runs.iter().flatten());
     let any_markers = lines.iter().any(|l| l.markers && !l.runs.is_empty());
-    let x_data = extent(all_points().map(|p| p.0));
+    let x_data = union(
+        extent(all_points().map(|p| p.0)),
+        extent(vlines.iter().flatten().copied()),
+    );
     let y_data = union(
         extent(all_points().map(|p| p.1)),
         extent(hlines.iter().flatten().copied()),
@@ -1466,11 +1540,23 @@ fn prepare_line_chart(
             }
         }
     }
+    for (v, x) in chart.vlines.iter().zip(&vlines) {
+        if let Some(x) = x
+            && (*x < xa.lo || *x > xa.hi)
+        {
+            notes.push(format!(
+                "Reference line {} at x = {} is outside the x range.",
+                name_of(&v.label),
+                fmt_plain(v.x)
+            ));
+        }
+    }
     Ok(PreparedLineChart {
         xa,
         ya,
         lines,
         hlines,
+        vlines,
         notes: condense_notes(notes),
         y_extent: y_data,
     })
@@ -1510,6 +1596,7 @@ fn draw_line_chart(area: &Area<'_>, chart: &LineChart, prep: &PreparedLineChart)
 
     // Reference lines go under the data but after it in the legend.
     let drawn_hlines = draw_hlines(&mut ctx, &chart.hlines, &prep.hlines, &bounds, &mut legend)?;
+    let drawn_vlines = draw_vlines(&mut ctx, &chart.vlines, &prep.vlines, &bounds, &mut legend)?;
 
     for (s, line) in chart.series.iter().zip(&prep.lines) {
         let color = s.color.to_plotters();
@@ -1550,7 +1637,8 @@ fn draw_line_chart(area: &Area<'_>, chart: &LineChart, prep: &PreparedLineChart)
                     .map(|p| Circle::new(*p, MARKER_RADIUS, color.filled())),
             )?;
         }
-        let anno = draw_polyline(&mut ctx, &runs, line_style(color, LINE_WIDTH), s.dashed)?;
+        let width = if s.thin { THIN_LINE_WIDTH } else { LINE_WIDTH };
+        let anno = draw_polyline(&mut ctx, &runs, line_style(color, width), s.dashed)?;
         if visible && !s.label.is_empty() {
             legend.labels.push(s.label.clone());
             let entry = LegendEntry {
@@ -1564,7 +1652,61 @@ fn draw_line_chart(area: &Area<'_>, chart: &LineChart, prep: &PreparedLineChart)
         }
     }
     add_hline_legend(&mut ctx, &chart.hlines, &drawn_hlines, &mut legend)?;
+    let vline_refs: Vec<RefLine> = chart.vlines.iter().map(RefLine::from).collect();
+    add_ref_legend(&mut ctx, &vline_refs, &drawn_vlines, &mut legend)?;
     legend.draw(&mut ctx, chart.legend)
+}
+
+/// What the legend needs to know about a reference line.
+struct RefLine<'a> {
+    label: &'a str,
+    color: Color,
+    dashed: bool,
+}
+
+impl<'a> From<&'a HLine> for RefLine<'a> {
+    fn from(h: &'a HLine) -> Self {
+        RefLine {
+            label: &h.label,
+            color: h.color,
+            dashed: h.dashed,
+        }
+    }
+}
+
+impl<'a> From<&'a VLine> for RefLine<'a> {
+    fn from(v: &'a VLine) -> Self {
+        RefLine {
+            label: &v.label,
+            color: v.color,
+            dashed: v.dashed,
+        }
+    }
+}
+
+/// Draws the vertical reference lines that fall inside the plot and returns which ones were
+/// drawn.
+fn draw_vlines(
+    ctx: &mut Chart<'_, '_>,
+    vlines: &[VLine],
+    xs: &[Option<f64>],
+    bounds: &Bounds,
+    legend: &mut Legend,
+) -> Result<Vec<bool>> {
+    let mut drawn = Vec::new();
+    for (v, x) in vlines.iter().zip(xs) {
+        let runs: Vec<Vec<Pt>> = match x {
+            Some(x) if (bounds.x0..=bounds.x1).contains(x) => {
+                vec![vec![(*x, bounds.y0), (*x, bounds.y1)]]
+            }
+            _ => Vec::new(),
+        };
+        legend.sample_runs(&runs, bounds);
+        let style = line_style(v.color.to_plotters(), REF_LINE_WIDTH);
+        draw_polyline(ctx, &runs, style, v.dashed)?;
+        drawn.push(!runs.is_empty());
+    }
+    Ok(drawn)
 }
 
 /// Draws the reference lines that fall inside the plot and returns which ones were drawn.
@@ -1591,28 +1733,39 @@ fn draw_hlines(
     Ok(drawn)
 }
 
-/// Legend entries for the reference lines that were drawn.
+/// Legend entries for the horizontal reference lines that were drawn.
 fn add_hline_legend<'a, 'b: 'a>(
     ctx: &mut Chart<'a, 'b>,
     hlines: &[HLine],
     drawn: &[bool],
     legend: &mut Legend,
 ) -> Result<()> {
-    for (h, _) in hlines
+    let refs: Vec<RefLine> = hlines.iter().map(RefLine::from).collect();
+    add_ref_legend(ctx, &refs, drawn, legend)
+}
+
+/// Legend entries for the reference lines that were drawn.
+fn add_ref_legend<'a, 'b: 'a>(
+    ctx: &mut Chart<'a, 'b>,
+    refs: &[RefLine],
+    drawn: &[bool],
+    legend: &mut Legend,
+) -> Result<()> {
+    for (r, _) in refs
         .iter()
         .zip(drawn)
-        .filter(|(h, d)| **d && !h.label.is_empty())
+        .filter(|(r, d)| **d && !r.label.is_empty())
     {
         let anno = ctx.draw_series(std::iter::empty::<PathElement<Pt>>())?;
-        legend.labels.push(h.label.clone());
+        legend.labels.push(r.label.to_string());
         let entry = LegendEntry {
-            color: h.color.to_plotters(),
+            color: r.color.to_plotters(),
             width: REF_LINE_WIDTH,
-            dashed: h.dashed,
+            dashed: r.dashed,
             marker: false,
             band: false,
         };
-        entry.attach(anno, &h.label);
+        entry.attach(anno, r.label);
     }
     Ok(())
 }

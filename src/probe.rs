@@ -21,8 +21,10 @@ use std::path::Path;
 pub struct ProbeReport {
     pub loss: f64,
     pub probes: Probes,
-    /// LSTM: mean forget-gate activation per timestep.
-    pub forget_gate: Option<Vec<f64>>,
+    /// The gate that decides how much of the previous state a step keeps, mean per timestep:
+    /// the LSTM's forget gate f_t (c_t = f ⊙ c_{t−1} + …), the GRU's update gate z_t
+    /// (h_t = z ⊙ h_{t−1} + …); None for the vanilla RNNs.
+    pub keep_gate: Option<Vec<f64>>,
     /// Parameter gradients of the batch.
     pub grads: Params<f64>,
 }
@@ -32,8 +34,9 @@ pub fn run(model: &Model<f32>, batch: &Batch) -> ProbeReport {
     let m64: Model<f64> = model.cast();
     let x = batch.x.mapv(f64::from);
     let fwd = m64.forward(x.view(), &m64.zero_state(x.dim().1));
-    let forget_gate = match &fwd.cache {
+    let keep_gate = match &fwd.cache {
         Cache::Lstm(c) => Some(c.forget_gate_mean()),
+        Cache::Gru(c) => Some(c.update_gate_mean()),
         Cache::Rnn(_) => None,
     };
     let (loss, dy) = crate::loss::loss(fwd.y.view(), &batch.target);
@@ -41,7 +44,7 @@ pub fn run(model: &Model<f32>, batch: &Batch) -> ProbeReport {
     ProbeReport {
         loss,
         probes: grads.probes,
-        forget_gate,
+        keep_gate,
         grads: grads.params,
     }
 }

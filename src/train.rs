@@ -151,13 +151,15 @@ pub enum Outcome {
 pub struct ProbeRecord {
     pub step: usize,
     pub probes: Probes,
-    /// LSTM: mean forget-gate activation per timestep on the probe batch.
-    pub forget_gate: Option<Vec<f64>>,
+    /// LSTM forget gate f_t / GRU update gate z_t, mean per timestep on the probe batch
+    /// (see [`crate::probe::ProbeReport::keep_gate`]).
+    pub keep_gate: Option<Vec<f64>>,
     /// Probe-batch loss.
     pub loss: f64,
-    /// RNN: largest singular value of W_hh at this step (for the Pascanu et al. bound).
+    /// Vanilla RNN (tanh or ReLU): largest singular value of W_hh at this step (for the
+    /// Pascanu et al. bound).
     pub sigma_max: Option<f64>,
-    /// RNN: spectral radius of W_hh at this step (what the decay rate actually tracks).
+    /// Vanilla RNN: spectral radius of W_hh at this step (what the decay rate actually tracks).
     pub spectral_radius: Option<f64>,
 }
 
@@ -169,6 +171,12 @@ pub struct TrainResult {
     pub outcome: Outcome,
     /// Every step's training loss (for loss curves).
     pub losses: Vec<f64>,
+    /// Every step's global gradient norm, raw (before clipping), in step with `losses`.
+    pub grad_norms: Vec<f64>,
+    /// Every step's cosine between the raw gradient and the clipped one the optimizer used:
+    /// 1 without clipping and for clipping by norm (a rescaling), below 1 when clipping by
+    /// value changed the direction.
+    pub clip_cosines: Vec<f64>,
     pub seconds: f64,
 }
 
@@ -246,17 +254,19 @@ pub fn train(
     let mut metrics = Vec::new();
     let mut probes = Vec::new();
     let mut losses = Vec::with_capacity(cfg.steps);
+    let mut grad_norms = Vec::with_capacity(cfg.steps);
+    let mut clip_cosines = Vec::with_capacity(cfg.steps);
     let mut outcome = Outcome::Finished;
     let mut since_eval = (0.0, 0usize);
     let record_probe = |model: &Model<f32>, step: usize, probes: &mut Vec<ProbeRecord>| {
         if let Some(b) = &probe_set {
             let r = crate::probe::run(model, b);
             let w_hh = model.params.layer.weight_hh.view();
-            let rnn = model.cell() == CellKind::Rnn;
+            let rnn = model.cell().is_vanilla();
             probes.push(ProbeRecord {
                 step,
                 probes: r.probes,
-                forget_gate: r.forget_gate,
+                keep_gate: r.keep_gate,
                 loss: r.loss,
                 sigma_max: rnn.then(|| spectral_norm(w_hh)),
                 spectral_radius: rnn.then(|| spectral_radius(w_hh)),
@@ -272,7 +282,11 @@ pub fn train(
         let (loss, mut grads, _probes) =
             model.train_grads(batch.x.view(), &batch.target, &state0, 1);
         // Probes would read `_probes` here: raw, before clipping.
+        // Clipping by value changes the gradient's direction: keep the raw one to measure by
+        // how much (clipping by norm only rescales).
+        let raw = matches!(cfg.clip, Clip::Value { .. }).then(|| grads.clone());
         let grad_norm = clip(&mut grads, cfg.clip);
+        let clip_cosine = raw.map_or(1.0, |raw| raw.cosine(&grads));
         if !loss.is_finite() || !grad_norm.is_finite() {
             let what = if !loss.is_finite() {
                 format!("loss = {loss}")
@@ -284,6 +298,8 @@ pub fn train(
         }
         opt.step(&mut model.params, &grads);
         losses.push(loss);
+        grad_norms.push(grad_norm);
+        clip_cosines.push(clip_cosine);
         since_eval = (since_eval.0 + loss, since_eval.1 + 1);
         on_event(Event::Step { step, loss });
 
@@ -330,6 +346,8 @@ pub fn train(
         probes,
         outcome,
         losses,
+        grad_norms,
+        clip_cosines,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -365,6 +383,8 @@ mod tests {
         let a = run();
         let b = run();
         assert_eq!(a.losses, b.losses, "same seeds must give the same numbers");
+        assert_eq!(a.grad_norms.len(), a.losses.len());
+        assert_eq!(a.grad_norms.last(), Some(&a.metrics[2].grad_norm));
         assert_eq!(a.outcome, Outcome::Finished);
         assert_eq!(a.metrics.len(), 3);
         let first: f64 = a.losses[..10].iter().sum::<f64>() / 10.0;

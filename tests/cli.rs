@@ -249,6 +249,71 @@ fn checkpoints_round_trip_and_bad_checkpoints_are_rejected() {
     );
 }
 
+/// The shapes of a ReLU RNN are those of a tanh RNN: the checkpoint's metadata says which,
+/// and `--model` must agree with it (`irnn` is the ReLU RNN with its initialisation).
+#[test]
+fn relu_rnn_checkpoints_record_their_activation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let train = [
+        "train",
+        "--task",
+        "adding",
+        "--model",
+        "irnn",
+        "--seq-len",
+        "12",
+        "--hidden",
+        "8",
+        "--steps",
+        "5",
+        "--eval-size",
+        "20",
+        "--out",
+        "run",
+        "--save",
+        "i.safetensors",
+    ];
+    let out = rnnlab(&train, dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = |model: &str| {
+        let args = [
+            "probe",
+            "--task",
+            "adding",
+            "--model",
+            model,
+            "--checkpoint",
+            "i.safetensors",
+            "--batch",
+            "8",
+            "--out",
+            "p",
+        ];
+        rnnlab(&args, dir)
+    };
+    for ok in ["irnn", "rnn-relu"] {
+        let o = probe(ok);
+        assert!(
+            o.status.success(),
+            "{ok}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("ReLU RNN on adding"));
+    }
+    let o = probe("rnn");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds an rnn-relu but --model is rnn"),
+        "{err}"
+    );
+}
+
 #[test]
 fn gradcheck_passes_and_prints_every_tensor() {
     let tmp = tempfile::tempdir().unwrap();

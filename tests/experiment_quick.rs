@@ -13,10 +13,11 @@ fn rnnlab(args: &[&str], cwd: &Path) -> std::process::Output {
         .expect("the binary runs")
 }
 
-const CHARTS: [&str; 8] = [
+const CHARTS: [&str; 9] = [
     "grad_vs_distance",
     "heatmap_rnn",
     "heatmap_lstm",
+    "heatmap_gru",
     "lstm_memory",
     "accuracy_adding",
     "loss_adding",
@@ -89,9 +90,36 @@ fn quick_vanishing_writes_every_chart_and_shows_the_vanishing_gradient() {
         lstm > 1e3 * rnn,
         "LSTM gradient should survive far better: LSTM {lstm:e} vs RNN {rnn:e}"
     );
+    // The GRU is probed too; after training its gradient reaches far back (its update gate
+    // learns to keep the state).
+    let gru = profile(&grads, "trained", "gru");
+    let (near, far) = (gru.iter().find(|p| p.0 == 0).unwrap().1, gru[0].1);
+    assert!(far / near > 1e-3, "trained GRU: ratio {:e}", far / near);
+    // … because its update gate z (the share of h_{t−1} kept) rose from σ(≈0) ≈ 0.5.
+    let memory = std::fs::read_to_string(out.join("lstm_memory.csv")).unwrap();
+    let mean_z = |panel: &str| {
+        let mut r = csv::Reader::from_reader(memory.as_bytes());
+        let h = r.headers().unwrap().clone();
+        let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+        let (m, p, g) = (col("model"), col("panel"), col("keep_gate"));
+        let z: Vec<f64> = r
+            .records()
+            .map(|rec| rec.unwrap())
+            .filter(|rec| &rec[m] == "gru" && &rec[p] == panel)
+            .map(|rec| rec[g].parse().unwrap())
+            .collect();
+        z.iter().sum::<f64>() / z.len() as f64
+    };
+    let (z0, z1) = (mean_z("init"), mean_z("trained"));
+    assert!(
+        (z0 - 0.5).abs() < 0.05 && z1 > z0 + 0.1,
+        "GRU update gate {z0} → {z1}"
+    );
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
-        summary.contains("grad_vs_distance.png") && summary.contains("| RNN |"),
+        summary.contains("grad_vs_distance.png")
+            && summary.contains("| RNN |")
+            && summary.contains("| GRU |"),
         "{summary}"
     );
 
@@ -151,7 +179,10 @@ fn experiment_list_and_bad_definitions() {
     let tmp = tempfile::tempdir().unwrap();
     let list = rnnlab(&["experiment", "--list"], tmp.path());
     assert!(list.status.success());
-    assert!(String::from_utf8_lossy(&list.stdout).starts_with("vanishing"));
+    let listed = String::from_utf8_lossy(&list.stdout);
+    for name in ["vanishing", "exploding", "seed-classifier"] {
+        assert!(listed.lines().any(|l| l.starts_with(name)), "{listed}");
+    }
 
     let bad = rnnlab(&["experiment", "nosuch"], tmp.path());
     assert_eq!(bad.status.code(), Some(2));

@@ -1,7 +1,8 @@
-//! The fast cells (`rnnlab::cell::{rnn, lstm}`: AVX-512 products, fused vectorised gate math,
-//! f32 polynomial exp, batch split over threads) against the plain reference implementation
-//! (`rnnlab::cell::reference`), on every output of forward and backward: hidden and cell
-//! states, every parameter gradient, ∂L/∂x, ∂L/∂h₀, ∂L/∂c₀ and the probes.
+//! The fast cells (`rnnlab::cell::{rnn, lstm, gru}`, the RNN with tanh and with ReLU: AVX-512
+//! products, fused vectorised gate math, f32 polynomial exp, batch split over threads) against
+//! the plain reference implementation (`rnnlab::cell::reference`), on every output of forward
+//! and backward: hidden and cell states, every parameter gradient, ∂L/∂x, ∂L/∂h₀, ∂L/∂c₀ and
+//! the probes.
 //!
 //! - f64 fast vs f64 reference: the same mathematics in a different order of summation, so
 //!   they agree to round-off (1e-12 relative to each tensor's largest entry).
@@ -16,6 +17,7 @@
 use ndarray::{Array2, Array3, ArrayD, ArrayView3};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rnnlab::cell::rnn::Activation;
 use rnnlab::cell::{self, Backward, LayerGrads, State, reference};
 use rnnlab::init::{Init, init_params};
 use rnnlab::params::{CellKind, LayerParams};
@@ -43,7 +45,9 @@ fn problem(cell: CellKind, (i, h, b, t): (usize, usize, usize, usize), seed: u64
     let x = Array3::from_shape_simple_fn((t, b, i), || u(-1.0, 1.0));
     let state0 = State {
         h: Array2::from_shape_simple_fn((b, h), || u(-0.8, 0.8)),
-        c: (cell == CellKind::Lstm).then(|| Array2::from_shape_simple_fn((b, h), || u(-1.5, 1.5))),
+        c: cell
+            .has_cell_state()
+            .then(|| Array2::from_shape_simple_fn((b, h), || u(-1.5, 1.5))),
     };
     let dh_out = Array3::from_shape_simple_fn((t, b, h), || u(-0.5, 0.5));
     Problem {
@@ -105,7 +109,7 @@ fn run_fast<F: Real>(
     let hs = cache.hs().clone();
     let cs = match &cache {
         cell::Cache::Lstm(c) => Some(c.cs.clone()),
-        cell::Cache::Rnn(_) => None,
+        cell::Cache::Rnn(_) | cell::Cache::Gru(_) => None,
     };
     let how = Backward {
         threads,
@@ -118,10 +122,20 @@ fn run_fast<F: Real>(
 fn run_reference(cell: CellKind, p: &Problem) -> Vec<(&'static str, ArrayD<f64>)> {
     let dh: ArrayView3<f64> = p.dh_out.view();
     match cell {
-        CellKind::Rnn => {
-            let c = reference::rnn_forward(&p.params, p.x.view(), p.state0.h.view());
+        CellKind::Rnn | CellKind::RnnRelu => {
+            let act = match cell {
+                CellKind::RnnRelu => Activation::Relu,
+                _ => Activation::Tanh,
+            };
+            let c = reference::rnn_forward(&p.params, p.x.view(), p.state0.h.view(), act);
             let hs = c.hs.clone();
             let g = reference::rnn_backward(&p.params, c, dh);
+            outputs(&hs, None, &g)
+        }
+        CellKind::Gru => {
+            let c = reference::gru_forward(&p.params, p.x.view(), p.state0.h.view());
+            let hs = c.hs.clone();
+            let g = reference::gru_backward(&p.params, c, dh);
             outputs(&hs, None, &g)
         }
         CellKind::Lstm => {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rnnlab::plot::{
     Band, BandChart, Color, DEFAULT_SIZE, HLine, Heatmap, LegendPos, LineChart, Series,
-    TWO_PANEL_SIZE, band_chart, heatmap, line_chart, palette, register_fonts, two_panel_line_chart,
+    TWO_PANEL_SIZE, VLine, band_chart, heatmap, line_chart, palette, panel_line_chart,
+    register_fonts, two_panel_line_chart,
 };
 
 /// Output directory: `RNNLAB_PLOT_TEST_OUT` if set, else a fresh temporary directory (kept
@@ -221,6 +222,33 @@ fn two_panel_chart_renders() {
     right.series.pop();
     two_panel_line_chart(&path, &left, &right).expect("two panels");
     assert_png(&path, TWO_PANEL_SIZE);
+}
+
+/// Three panels side by side, each as wide as one of two; a vertical reference line (with a
+/// thin noisy series, as the clipping charts draw per-step gradient norms) in one of them.
+#[test]
+fn panel_chart_with_vertical_line_renders() {
+    let (_guard, dir) = out_dir();
+    let path = dir.join("three_panels.png");
+    let mut middle = gradient_chart("Per-step gradient norm");
+    middle.series = vec![
+        Series::new(
+            "noisy",
+            (0..800)
+                .map(|k| (k as f64, 1.0 + 0.5 * (k as f64 * 0.7).sin()))
+                .collect(),
+            Color::BLUE,
+        )
+        .thin(),
+    ];
+    middle.vlines = vec![VLine::new("diverged at step 39", 39.0, Color::VERMILLION)];
+    let panels = [gradient_chart("RNN"), middle, gradient_chart("GRU")];
+    panel_line_chart(&path, &panels).expect("three panels");
+    assert_png(&path, (3 * TWO_PANEL_SIZE.0 / 2, TWO_PANEL_SIZE.1));
+    assert!(
+        panel_line_chart(&path, &[]).is_err(),
+        "no panels is an error"
+    );
 }
 
 #[test]

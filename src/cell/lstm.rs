@@ -34,14 +34,12 @@
 
 use super::simd::{multiversion, sum_sq_f64};
 use super::{
-    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel,
+    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel, slice,
+    slice_mut,
 };
 use crate::params::LayerParams;
 use crate::real::Real;
-use ndarray::{
-    Array2, Array3, ArrayView, ArrayView2, ArrayView3, ArrayViewMut, ArrayViewMut2, ArrayViewMut3,
-    Axis, Dimension, s,
-};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, s};
 
 /// What the LSTM's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
@@ -54,6 +52,8 @@ pub struct LstmCache<F> {
     pub cs: Array3<F>,
     /// hs: (T+1, B, H), hs[0] = h₀
     pub hs: Array3<F>,
+    /// mask: (T, B), 0 = a skipped step (see [`super::mask`]); None = no step skipped
+    pub mask: Option<Array2<F>>,
 }
 
 impl<F: Real> LstmCache<F> {
@@ -88,7 +88,20 @@ pub fn forward<F: Real>(
     c0: ArrayView2<F>,
     threads: usize,
 ) -> LstmCache<F> {
+    forward_masked(p, x, None, h0, c0, threads)
+}
+
+/// [`forward`] skipping the steps where `mask` (T, B) is 0 (see [`super::mask`]).
+pub fn forward_masked<F: Real>(
+    p: &LayerParams<F>,
+    x: ArrayView3<F>,
+    mask: Option<ArrayView2<F>>,
+    h0: ArrayView2<F>,
+    c0: ArrayView2<F>,
+    threads: usize,
+) -> LstmCache<F> {
     let (t_len, b, _) = x.dim();
+    let mask = super::own_mask(mask, t_len, b);
     let h = p.weight_hh.ncols();
     let mut x_own: Array3<F> = pool::take(x.dim());
     x_own.assign(&x);
@@ -110,21 +123,29 @@ pub fn forward<F: Real>(
         .zip(gates.axis_chunks_iter_mut(Axis(1), rows))
         .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
         .zip(cs.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(super::mask_blocks(mask.as_ref(), rows))
         .collect();
-    run_parallel(jobs, |(((x, gates), hs), cs)| {
-        forward_rows(&w, x, gates, hs, cs)
+    run_parallel(jobs, |((((x, gates), hs), cs), m)| {
+        forward_rows(&w, x, gates, hs, cs, m)
     });
-    LstmCache { x, gates, cs, hs }
+    LstmCache {
+        x,
+        gates,
+        cs,
+        hs,
+        mask,
+    }
 }
 
 /// The time loop over one block of rows (sequences): x (T, b, I), gates (T, b, 4H),
-/// hs and cs (T+1, b, H).
+/// hs and cs (T+1, b, H), mask (T, b).
 fn forward_rows<F: Real>(
     w: &StepWeights<F>,
     x: ArrayView3<F>,
     mut gates: ArrayViewMut3<F>,
     mut hs: ArrayViewMut3<F>,
     mut cs: ArrayViewMut3<F>,
+    mask: Option<ArrayView2<F>>,
 ) {
     let h = hs.dim().2;
     for t in 0..x.dim().0 {
@@ -141,6 +162,11 @@ fn forward_rows<F: Real>(
             slice_mut(&mut h_next),
             h,
         );
+        // masked rows: h_t = h_{t−1}, c_t = c_{t−1}
+        if let Some(m) = &mask {
+            super::mask::hold(m.row(t), hs.view_mut(), t);
+            super::mask::hold(m.row(t), cs.view_mut(), t);
+        }
     }
 }
 
@@ -229,6 +255,7 @@ pub fn backward<F: Real>(
         mut gates,
         cs,
         hs,
+        mask,
     } = cache;
     let (t_len, b, _) = x.dim();
     let h = p.weight_hh.ncols();
@@ -249,15 +276,19 @@ pub fn backward<F: Real>(
         .zip(dc_sq.axis_chunks_iter_mut(Axis(1), rows))
         .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
         .zip(dc_next.axis_chunks_iter_mut(Axis(0), rows))
-        .map(|((((((g, cs), dh_out), dh_sq), dc_sq), dh_n), dc_n)| Rows {
-            gates: g,
-            cs,
-            dh_out,
-            dh_sq,
-            dc_sq,
-            dh_next: dh_n,
-            dc_next: dc_n,
-        })
+        .zip(super::mask_blocks(mask.as_ref(), rows))
+        .map(
+            |(((((((g, cs), dh_out), dh_sq), dc_sq), dh_n), dc_n), mask)| Rows {
+                gates: g,
+                cs,
+                dh_out,
+                dh_sq,
+                dc_sq,
+                dh_next: dh_n,
+                dc_next: dc_n,
+                mask,
+            },
+        )
         .collect();
     run_parallel(jobs, |rows| backward_rows(p, rows));
     pool::recycle(cs);
@@ -297,13 +328,30 @@ struct Rows<'a, F> {
     /// (b, H): running ∂L/∂h, ∂L/∂c from step t+1; ∂L/∂h₀, ∂L/∂c₀ at the end
     dh_next: ArrayViewMut2<'a, F>,
     dc_next: ArrayViewMut2<'a, F>,
+    /// (T, b): 0 = a skipped step
+    mask: Option<ArrayView2<'a, F>>,
 }
 
 /// The backward time loop over one block of rows.
 fn backward_rows<F: Real>(p: &LayerParams<F>, mut r: Rows<'_, F>) {
     let h = r.cs.dim().2;
     let mut scratch = vec![F::zero(); 2 * h]; // one row of dh_t and of dc_t
+    // masked rows: ∂L/∂h_t and ∂L/∂c_t, passed on to step t−1 unchanged
+    let mut carry = r.mask.map(|_| {
+        let zeros = Array2::<F>::zeros(r.dh_next.dim());
+        (zeros.clone(), zeros)
+    });
     for t in (0..r.gates.dim().0).rev() {
+        if let (Some(m), Some((carry_h, carry_c))) = (&r.mask, &mut carry) {
+            let dh_out_t = r.dh_out.index_axis(Axis(0), t);
+            super::mask::save(
+                m.row(t),
+                dh_out_t,
+                Some(r.dh_next.view()),
+                carry_h.view_mut(),
+            );
+            super::mask::save(m.row(t), r.dc_next.view(), None, carry_c.view_mut());
+        }
         let mut da = r.gates.index_axis_mut(Axis(0), t);
         gates_backward::<F>(
             slice_mut(&mut da),
@@ -317,8 +365,20 @@ fn backward_rows<F: Real>(p: &LayerParams<F>, mut r: Rows<'_, F>) {
             slice_mut(&mut r.dc_sq.index_axis_mut(Axis(0), t)),
             h,
         );
+        // masked rows: h_t = h_{t−1} and c_t = c_{t−1}, so da_t = 0, ∂L/∂c_{t−1} = ∂L/∂c_t
+        if let (Some(m), Some((_, carry_c))) = (&r.mask, &carry) {
+            super::mask::restore(m.row(t), None, da.view_mut());
+            super::mask::restore(m.row(t), Some(carry_c.view()), r.dc_next.view_mut());
+            let mut dc_sq = r.dc_sq.index_axis_mut(Axis(0), t);
+            let dc_sq = dc_sq.as_slice_mut().expect("contiguous");
+            super::mask::probe(m.row(t), carry_c.view(), dc_sq);
+        }
         // forward was a += h_{t−1} W_hhᵀ, so the recurrent part of dh_{t−1} = da_t W_hh
         gemm::mat_mul(&da.view(), &p.weight_hh.view(), false, &mut r.dh_next);
+        // masked rows: ∂L/∂h_{t−1} = ∂L/∂h_t
+        if let (Some(m), Some((carry_h, _))) = (&r.mask, &carry) {
+            super::mask::restore(m.row(t), Some(carry_h.view()), r.dh_next.view_mut());
+        }
     }
 }
 
@@ -425,16 +485,6 @@ fn backward_units<F: Real>(
     let [dh, dc] = probe;
     dh[r.clone()].copy_from_slice(&udh[..n]);
     dc[r].copy_from_slice(&udc[..n]);
-}
-
-/// The data of a block of rows (contiguous: a row range of one step).
-fn slice<'a, F, D: Dimension>(v: &'a ArrayView<'_, F, D>) -> &'a [F] {
-    v.as_slice().expect("row block is contiguous")
-}
-
-/// The data of a mutable block of rows (contiguous: a row range of one step).
-fn slice_mut<'a, F, D: Dimension>(v: &'a mut ArrayViewMut<'_, F, D>) -> &'a mut [F] {
-    v.as_slice_mut().expect("row block is contiguous")
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! it (backpropagation through time) and returns every gradient plus the per-timestep probes.
 //!
 //! Layout, used everywhere in this module: time-major. T = timesteps, B = batch, I = input
-//! size, H = hidden size, G = gate blocks (1 for the RNN, 4 for the LSTM).
+//! size, H = hidden size, G = gate blocks (1 for the RNN, 4 for the LSTM, 3 for the GRU).
 //! - inputs `x`: (T, B, I); hidden states `hs`: (T+1, B, H) with `hs[0]` = h₀, so step t
 //!   reads its predecessor `hs[t]` and writes `hs[t+1]` without a special case.
 //! - `dh_out`: (T, B, H), the gradient of the loss with respect to each output h_t that
@@ -20,11 +20,16 @@
 //! results are bit-identical with 1 or 2 threads. `threads` = 1 never touches a thread pool
 //! (sweeps run many single-threaded runs side by side).
 //!
+//! An optional mask (T, B) skips steps per sequence (padding, Keras' `mask_zero`): see
+//! [`mask`] and [`forward_masked`]; the mask travels in the cache to the backward pass.
+//!
 //! [`reference`] keeps the plain implementation the fast cells are tested against.
 //! This module knows nothing about heads, losses or tasks.
 
 pub mod gemm;
+pub mod gru;
 pub mod lstm;
+pub mod mask;
 pub mod pool;
 pub mod reference;
 pub mod rnn;
@@ -32,7 +37,7 @@ pub mod simd;
 
 use crate::params::{CellKind, LayerParams};
 use crate::real::Real;
-use ndarray::{Array2, Array3, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 /// The recurrent state carried between steps: h (B, H), and c (B, H) for the LSTM.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,10 +51,9 @@ pub struct State<F> {
 impl<F: Real> State<F> {
     /// The all-zero initial state (PyTorch's default when no state is passed).
     pub fn zeros(cell: CellKind, batch: usize, hidden: usize) -> Self {
-        let c = match cell {
-            CellKind::Lstm => Some(Array2::zeros((batch, hidden))),
-            CellKind::Rnn => None,
-        };
+        let c = cell
+            .has_cell_state()
+            .then(|| Array2::zeros((batch, hidden)));
         State {
             h: Array2::zeros((batch, hidden)),
             c,
@@ -87,6 +91,7 @@ pub struct LayerGrads<F> {
 pub enum Cache<F> {
     Rnn(rnn::RnnCache<F>),
     Lstm(lstm::LstmCache<F>),
+    Gru(gru::GruCache<F>),
 }
 
 impl<F: Real> Cache<F> {
@@ -95,6 +100,7 @@ impl<F: Real> Cache<F> {
         match self {
             Cache::Rnn(c) => &c.hs,
             Cache::Lstm(c) => &c.hs,
+            Cache::Gru(c) => &c.hs,
         }
     }
 
@@ -103,8 +109,8 @@ impl<F: Real> Cache<F> {
         let t = self.hs().dim().0 - 1;
         let h = self.hs().index_axis(ndarray::Axis(0), t).to_owned();
         let c = match self {
-            Cache::Rnn(_) => None,
             Cache::Lstm(c) => Some(c.cs.index_axis(ndarray::Axis(0), t).to_owned()),
+            Cache::Rnn(_) | Cache::Gru(_) => None,
         };
         State { h, c }
     }
@@ -118,21 +124,69 @@ pub fn forward<F: Real>(
     state0: &State<F>,
     threads: usize,
 ) -> Cache<F> {
+    forward_masked(cell, params, x, None, state0, threads)
+}
+
+/// [`forward`], skipping the steps where `mask` (T, B) is 0: the state is carried over and
+/// the step gets no gradient (see [`mask`]). Entries must be 0 or 1.
+pub fn forward_masked<F: Real>(
+    cell: CellKind,
+    params: &LayerParams<F>,
+    x: ArrayView3<F>,
+    mask: Option<ArrayView2<F>>,
+    state0: &State<F>,
+    threads: usize,
+) -> Cache<F> {
+    let h0 = state0.h.view();
     match cell {
-        CellKind::Rnn => Cache::Rnn(rnn::forward(params, x, state0.h.view(), threads)),
+        CellKind::Rnn | CellKind::RnnRelu => {
+            let activation = match cell {
+                CellKind::RnnRelu => rnn::Activation::Relu,
+                _ => rnn::Activation::Tanh,
+            };
+            Cache::Rnn(rnn::forward_masked(
+                params, x, mask, h0, activation, threads,
+            ))
+        }
+        CellKind::Gru => Cache::Gru(gru::forward_masked(params, x, mask, h0, threads)),
         CellKind::Lstm => {
             let c0 = state0
                 .c
                 .as_ref()
                 .expect("an LSTM needs an initial cell state c0");
-            Cache::Lstm(lstm::forward(
+            Cache::Lstm(lstm::forward_masked(
                 params,
                 x,
-                state0.h.view(),
+                mask,
+                h0,
                 c0.view(),
                 threads,
             ))
         }
+    }
+}
+
+/// The mask as the cache keeps it: checked against (T, B), copied to standard layout.
+pub(crate) fn own_mask<F: Real>(
+    mask: Option<ArrayView2<F>>,
+    t: usize,
+    b: usize,
+) -> Option<Array2<F>> {
+    mask.map(|m| {
+        mask::check(&m, t, b);
+        m.as_standard_layout().into_owned()
+    })
+}
+
+/// The mask's column blocks matching a split of the batch into blocks of `rows`
+/// (all None without a mask): as many items as row blocks.
+pub(crate) fn mask_blocks<F: Real>(
+    mask: Option<&Array2<F>>,
+    rows: usize,
+) -> Box<dyn Iterator<Item = Option<ArrayView2<'_, F>>> + '_> {
+    match mask {
+        Some(m) => Box::new(m.axis_chunks_iter(ndarray::Axis(1), rows).map(Some)),
+        None => Box::new(std::iter::repeat(None)),
     }
 }
 
@@ -166,6 +220,7 @@ pub fn backward<F: Real>(
     match cache {
         Cache::Rnn(c) => rnn::backward(params, c, dh_out, how),
         Cache::Lstm(c) => lstm::backward(params, c, dh_out, how),
+        Cache::Gru(c) => gru::backward(params, c, dh_out, how),
     }
 }
 
@@ -258,8 +313,6 @@ pub(crate) fn mean_norms(sq: &[f64], batch: usize) -> Vec<f64> {
 /// [dW_hhᵀ; dW_ihᵀ; db] = [h_{t−1} | x_t | 1]ᵀ · da        ((H + I + 1), G·H), one product
 /// db_ih = db_hh = db;   dx_t = da_t W_ih
 /// ```
-/// The product is split over column blocks of `da` between threads (each entry is the same sum
-/// in the same order whatever the split).
 pub(crate) fn weight_grads<F: Real>(
     p: &LayerParams<F>,
     da: ndarray::ArrayView2<F>,
@@ -267,34 +320,10 @@ pub(crate) fn weight_grads<F: Real>(
     x: ndarray::ArrayView3<F>,
     how: Backward,
 ) -> (LayerParams<F>, Option<Array3<F>>) {
-    use ndarray::{Axis, s};
+    use ndarray::s;
     let (t_len, b, i) = x.dim();
     let h = hs.dim().2;
-    let gh = da.ncols();
-    // [h_{t−1} | x_t | 1]: (T·B, H + I + 1)
-    let mut hx1: Array2<F> = pool::take((t_len * b, h + i + 1));
-    let h_prev = hs.slice(s![..t_len, .., ..]);
-    let h_prev = h_prev
-        .into_shape_with_order((t_len * b, h))
-        .expect("contiguous");
-    hx1.slice_mut(s![.., ..h]).assign(&h_prev);
-    pool::recycle(hs);
-    let x2 = x.into_shape_with_order((t_len * b, i)).expect("contiguous");
-    hx1.slice_mut(s![.., h..h + i]).assign(&x2);
-    hx1.column_mut(h + i).fill(F::one());
-
-    let mut out = Array2::<F>::zeros((h + i + 1, gh));
-    let cols = block_rows(gh, how.threads).next_multiple_of(gemm::NR);
-    let jobs: Vec<_> = out
-        .axis_chunks_iter_mut(Axis(1), cols)
-        .zip(da.axis_chunks_iter(Axis(1), cols))
-        .collect();
-    let hx1_t = hx1.t();
-    run_parallel(jobs, |(mut out, da)| {
-        gemm::mat_mul(&hx1_t, &da, false, &mut out)
-    });
-    pool::recycle(hx1);
-
+    let out = grad_product(da, hs, x, how.threads);
     let db = out.row(h + i).to_owned();
     let grads = LayerParams {
         weight_ih: out
@@ -312,4 +341,57 @@ pub(crate) fn weight_grads<F: Real>(
         dx.into_shape_with_order((t_len, b, i)).expect("contiguous")
     });
     (grads, dx)
+}
+
+/// P = [h_{t−1} | x_t | 1]ᵀ · da, summed over all steps in one product: (H + I + 1, C) for
+/// `da` (T·B, C). Rows 0…H−1 hold Σ_t h_{t−1}ᵀ da_t, rows H…H+I−1 Σ_t x_tᵀ da_t, row H+I
+/// Σ_t Σ_b da_t: the weight and bias gradients, transposed. `hs` (T+1, B, H) is consumed
+/// (only h₀ … h_{T−1} are read), `x` is (T, B, I). The product is split over column blocks of
+/// `da` between threads (each entry is the same sum in the same order whatever the split).
+pub(crate) fn grad_product<F: Real>(
+    da: ndarray::ArrayView2<F>,
+    hs: Array3<F>,
+    x: ndarray::ArrayView3<F>,
+    threads: usize,
+) -> Array2<F> {
+    use ndarray::{Axis, s};
+    let (t_len, b, i) = x.dim();
+    let h = hs.dim().2;
+    let cols_total = da.ncols();
+    // [h_{t−1} | x_t | 1]: (T·B, H + I + 1)
+    let mut hx1: Array2<F> = pool::take((t_len * b, h + i + 1));
+    let h_prev = hs.slice(s![..t_len, .., ..]);
+    let h_prev = h_prev
+        .into_shape_with_order((t_len * b, h))
+        .expect("contiguous");
+    hx1.slice_mut(s![.., ..h]).assign(&h_prev);
+    pool::recycle(hs);
+    let x2 = x.into_shape_with_order((t_len * b, i)).expect("contiguous");
+    hx1.slice_mut(s![.., h..h + i]).assign(&x2);
+    hx1.column_mut(h + i).fill(F::one());
+
+    let mut out = Array2::<F>::zeros((h + i + 1, cols_total));
+    let cols = block_rows(cols_total, threads).next_multiple_of(gemm::NR);
+    let jobs: Vec<_> = out
+        .axis_chunks_iter_mut(Axis(1), cols)
+        .zip(da.axis_chunks_iter(Axis(1), cols))
+        .collect();
+    let hx1_t = hx1.t();
+    run_parallel(jobs, |(mut out, da)| {
+        gemm::mat_mul(&hx1_t, &da, false, &mut out)
+    });
+    pool::recycle(hx1);
+    out
+}
+
+/// The data of a block of rows (contiguous: a row range of one step).
+pub(crate) fn slice<'a, F, D: ndarray::Dimension>(v: &'a ndarray::ArrayView<'_, F, D>) -> &'a [F] {
+    v.as_slice().expect("row block is contiguous")
+}
+
+/// The data of a mutable block of rows (contiguous: a row range of one step).
+pub(crate) fn slice_mut<'a, F, D: ndarray::Dimension>(
+    v: &'a mut ndarray::ArrayViewMut<'_, F, D>,
+) -> &'a mut [F] {
+    v.as_slice_mut().expect("row block is contiguous")
 }

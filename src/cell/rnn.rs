@@ -1,15 +1,16 @@
-//! The vanilla (Elman) tanh RNN, forward and backward through time.
+//! The vanilla (Elman) RNN, forward and backward through time, with tanh or ReLU.
 //!
-//! Forward, per step (PyTorch's `nn.RNN` with `nonlinearity='tanh'`):
+//! Forward, per step (PyTorch's `nn.RNN` with `nonlinearity='tanh'` or `'relu'`):
 //! ```text
 //! a_t = x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh      (B, H)
-//! h_t = tanh(a_t)                                     (B, H)
+//! h_t = φ(a_t),  φ = tanh or relu                     (B, H)
 //! ```
 //! Backward, walking t from T−1 down to 0 and carrying `dh_next` = the part of ∂L/∂h_t that
 //! comes from step t+1:
 //! ```text
 //! dh_t  = dh_out_t + dh_next                          (the probe: ‖dh_t‖)
-//! da_t  = dh_t ⊙ (1 − h_t²)                           (tanh' from the cached output)
+//! da_t  = dh_t ⊙ φ'(a_t)                              (from the cached output:
+//!         tanh' = 1 − h_t²;  relu' = 1 where h_t > 0, else 0)
 //! dh_next ← da_t W_hh                                 (into step t−1)
 //! ```
 //! and after the loop, over all steps at once: dW_hh = Σ_t da_tᵀ h_{t−1}, dW_ih = Σ_t da_tᵀ x_t,
@@ -23,7 +24,10 @@
 //! x = 2, h₀ = 0.3, loss L = h₁):
 //! a = 0.5·2 + 0.1 − 1·0.3 = 0.8, h₁ = tanh 0.8 = 0.66403677, 1 − h₁² = 0.55905517;
 //! ∂L/∂W_ih = 0.55905517·2 = 1.11811034, ∂L/∂W_hh = 0.55905517·0.3 = 0.16771655,
-//! ∂L/∂b = 0.55905517, ∂L/∂x = 0.27952759, ∂L/∂h₀ = −0.55905517. (Asserted in a test below.)
+//! ∂L/∂b = 0.55905517, ∂L/∂x = 0.27952759, ∂L/∂h₀ = −0.55905517. With relu instead:
+//! h₁ = 0.8 and relu' = 1, so ∂L/∂W_ih = 2, ∂L/∂W_hh = 0.3, ∂L/∂b = 1, ∂L/∂x = 0.5,
+//! ∂L/∂h₀ = −1; with W_ih = −0.5 (a = −1.2) h₁ = 0 and every gradient is 0.
+//! (Asserted in tests below.)
 
 use super::simd::{multiversion, sum_sq_f64};
 use super::{
@@ -33,6 +37,15 @@ use crate::params::LayerParams;
 use crate::real::Real;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 
+/// The RNN's nonlinearity φ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// φ = tanh (`nn.RNN`'s default).
+    Tanh,
+    /// φ = relu(a) = max(a, 0) (`nonlinearity='relu'`; NaN stays NaN).
+    Relu,
+}
+
 /// What the RNN's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
 pub struct RnnCache<F> {
@@ -40,6 +53,10 @@ pub struct RnnCache<F> {
     pub x: Array3<F>,
     /// hs: (T+1, B, H), hs[0] = h₀
     pub hs: Array3<F>,
+    /// The nonlinearity the states were computed with.
+    pub activation: Activation,
+    /// mask: (T, B), 0 = a skipped step (see [`super::mask`]); None = no step skipped
+    pub mask: Option<Array2<F>>,
 }
 
 /// Forward over all T steps. `x`: (T, B, I), `h0`: (B, H).
@@ -47,9 +64,23 @@ pub fn forward<F: Real>(
     p: &LayerParams<F>,
     x: ArrayView3<F>,
     h0: ArrayView2<F>,
+    activation: Activation,
+    threads: usize,
+) -> RnnCache<F> {
+    forward_masked(p, x, None, h0, activation, threads)
+}
+
+/// [`forward`] skipping the steps where `mask` (T, B) is 0 (see [`super::mask`]).
+pub fn forward_masked<F: Real>(
+    p: &LayerParams<F>,
+    x: ArrayView3<F>,
+    mask: Option<ArrayView2<F>>,
+    h0: ArrayView2<F>,
+    activation: Activation,
     threads: usize,
 ) -> RnnCache<F> {
     let (t_len, b, _) = x.dim();
+    let mask = super::own_mask(mask, t_len, b);
     let h = p.weight_hh.ncols();
     let mut x_own: Array3<F> = pool::take(x.dim());
     x_own.assign(&x);
@@ -64,18 +95,28 @@ pub fn forward<F: Real>(
     let jobs: Vec<_> = x
         .axis_chunks_iter(Axis(1), rows)
         .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
+        .zip(super::mask_blocks(mask.as_ref(), rows))
         .collect();
-    run_parallel(jobs, |(x, hs)| forward_rows(&w_ih_t, &w_hh_t, &bias, x, hs));
-    RnnCache { x, hs }
+    run_parallel(jobs, |((x, hs), m)| {
+        forward_rows(&w_ih_t, &w_hh_t, &bias, activation, x, hs, m)
+    });
+    RnnCache {
+        x,
+        hs,
+        activation,
+        mask,
+    }
 }
 
-/// The time loop over one block of rows: x (T, b, I), hs (T+1, b, H).
+/// The time loop over one block of rows: x (T, b, I), hs (T+1, b, H), mask (T, b).
 fn forward_rows<F: Real>(
     w_ih_t: &Array2<F>,
     w_hh_t: &Array2<F>,
     bias: &Array1<F>,
+    activation: Activation,
     x: ArrayView3<F>,
     mut hs: ArrayViewMut3<F>,
+    mask: Option<ArrayView2<F>>,
 ) {
     for t in 0..x.dim().0 {
         let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
@@ -83,8 +124,16 @@ fn forward_rows<F: Real>(
         // a_t = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ
         super::input_projection(x.index_axis(Axis(0), t), w_ih_t, bias, &mut a);
         gemm::mat_mul(&prev.index_axis(Axis(0), t), &w_hh_t.view(), true, &mut a);
-        // h_t = tanh(a_t)
-        tanh_in_place::<F>(a.as_slice_mut().expect("row block is contiguous"));
+        // h_t = φ(a_t)
+        let a = a.as_slice_mut().expect("row block is contiguous");
+        match activation {
+            Activation::Tanh => tanh_in_place::<F>(a),
+            Activation::Relu => relu_in_place::<F>(a),
+        }
+        // masked rows: h_t = h_{t−1}
+        if let Some(m) = &mask {
+            super::mask::hold(m.row(t), hs.view_mut(), t);
+        }
     }
 }
 
@@ -97,6 +146,16 @@ fn tanh_in_place_body<F: Real>(a: &mut [F]) {
     }
 }
 
+multiversion!(fn relu_in_place<F: Real>(a: &mut [F]) => relu_in_place_body);
+
+#[inline(always)]
+fn relu_in_place_body<F: Real>(a: &mut [F]) {
+    for v in a {
+        // relu(a) = max(a, 0), written so that NaN stays NaN (as in PyTorch)
+        *v = if *v < F::zero() { F::zero() } else { *v };
+    }
+}
+
 /// Backward through time. `dh_out`: (T, B, H) gradient arriving at each h_t from the head.
 pub fn backward<F: Real>(
     p: &LayerParams<F>,
@@ -104,7 +163,12 @@ pub fn backward<F: Real>(
     dh_out: ArrayView3<F>,
     how: Backward,
 ) -> LayerGrads<F> {
-    let RnnCache { x, hs } = cache;
+    let RnnCache {
+        x,
+        hs,
+        activation,
+        mask,
+    } = cache;
     let (t_len, b, _) = x.dim();
     let h = p.weight_hh.ncols();
 
@@ -120,15 +184,17 @@ pub fn backward<F: Real>(
         .zip(dh_out.axis_chunks_iter(Axis(1), rows))
         .zip(dh_sq.axis_chunks_iter_mut(Axis(1), rows))
         .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
-        .map(|((((da, hs), dh_out), dh_sq), dh_next)| Rows {
+        .zip(super::mask_blocks(mask.as_ref(), rows))
+        .map(|(((((da, hs), dh_out), dh_sq), dh_next), mask)| Rows {
             da,
             hs,
             dh_out,
             dh_sq,
             dh_next,
+            mask,
         })
         .collect();
-    run_parallel(jobs, |rows| backward_rows(&p.weight_hh, rows));
+    run_parallel(jobs, |rows| backward_rows(&p.weight_hh, activation, rows));
 
     let da = da
         .into_shape_with_order((t_len * b, h))
@@ -162,14 +228,23 @@ struct Rows<'a, F> {
     dh_sq: ArrayViewMut2<'a, f64>,
     /// (b, H): running recurrent part of ∂L/∂h from step t+1; ∂L/∂h₀ at the end
     dh_next: ArrayViewMut2<'a, F>,
+    /// (T, b): 0 = a skipped step
+    mask: Option<ArrayView2<'a, F>>,
 }
 
 /// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(w_hh: &Array2<F>, mut r: Rows<'_, F>) {
+fn backward_rows<F: Real>(w_hh: &Array2<F>, activation: Activation, mut r: Rows<'_, F>) {
     let h = r.hs.dim().2;
+    let relu = activation == Activation::Relu;
+    // masked rows: ∂L/∂h_t, passed on to step t−1 unchanged
+    let mut carry = r.mask.map(|_| Array2::<F>::zeros(r.dh_next.dim()));
     for t in (0..r.da.dim().0).rev() {
+        if let (Some(m), Some(carry)) = (&r.mask, &mut carry) {
+            let dh_out_t = r.dh_out.index_axis(Axis(0), t);
+            super::mask::save(m.row(t), dh_out_t, Some(r.dh_next.view()), carry.view_mut());
+        }
         let mut da_t = r.da.index_axis_mut(Axis(0), t);
-        tanh_backward::<F>(
+        act_backward::<F>(
             da_t.as_slice_mut().expect("row block is contiguous"),
             r.hs.index_axis(Axis(0), t + 1)
                 .as_slice()
@@ -184,24 +259,33 @@ fn backward_rows<F: Real>(w_hh: &Array2<F>, mut r: Rows<'_, F>) {
                 .into_slice()
                 .expect("contiguous"),
             h,
+            relu,
         );
+        // masked rows: h_t = h_{t−1}, so da_t = 0 and ∂L/∂h_{t−1} = ∂L/∂h_t
+        if let Some(m) = &r.mask {
+            super::mask::restore(m.row(t), None, da_t.view_mut());
+        }
         // forward was a_t += h_{t−1} W_hhᵀ, so dh_{t−1} (recurrent part) = da_t W_hh
         gemm::mat_mul(&da_t.view(), &w_hh.view(), false, &mut r.dh_next);
+        if let (Some(m), Some(carry)) = (&r.mask, &carry) {
+            super::mask::restore(m.row(t), Some(carry.view()), r.dh_next.view_mut());
+        }
     }
 }
 
-multiversion!(fn tanh_backward<F: Real>(da: &mut [F], h: &[F], dh_out: &[F], dh_next: &[F], dh_sq: &mut [f64], hidden: usize) => tanh_backward_body);
+multiversion!(fn act_backward<F: Real>(da: &mut [F], h: &[F], dh_out: &[F], dh_next: &[F], dh_sq: &mut [f64], hidden: usize, relu: bool) => act_backward_body);
 
-/// One step backward, row by row (the forward is `h_t = tanh(a_t)` in [`forward_rows`]):
+/// One step backward, row by row (the forward is `h_t = φ(a_t)` in [`forward_rows`]):
 /// writes da_t (b, H) and each row's ‖dh_t‖² to dh_sq (b).
 #[inline(always)]
-fn tanh_backward_body<F: Real>(
+fn act_backward_body<F: Real>(
     da: &mut [F],
     h: &[F],
     dh_out: &[F],
     dh_next: &[F],
     dh_sq: &mut [f64],
     hidden: usize,
+    relu: bool,
 ) {
     let rows = da
         .chunks_exact_mut(hidden)
@@ -215,9 +299,19 @@ fn tanh_backward_body<F: Real>(
             da[j] = dh_out[j] + dh_next[j];
         }
         *sq = sum_sq_f64(da);
-        // forward was h_t = tanh(a_t), so da_t = dh_t ⊙ (1 − h_t²)
-        for j in 0..hidden {
-            da[j] *= F::one() - h[j] * h[j];
+        if relu {
+            // forward was h_t = relu(a_t), so da_t = dh_t where h_t > 0, else 0 (as PyTorch's
+            // threshold_backward: zero where h_t ≤ 0)
+            for j in 0..hidden {
+                if h[j] <= F::zero() {
+                    da[j] = F::zero();
+                }
+            }
+        } else {
+            // forward was h_t = tanh(a_t), so da_t = dh_t ⊙ (1 − h_t²)
+            for j in 0..hidden {
+                da[j] *= F::one() - h[j] * h[j];
+            }
         }
     }
 }
@@ -238,7 +332,7 @@ mod tests {
         };
         let x = arr3(&[[[2.0f64]]]);
         let h0 = arr2(&[[0.3f64]]);
-        let cache = forward(&p, x.view(), h0.view(), 1);
+        let cache = forward(&p, x.view(), h0.view(), Activation::Tanh, 1);
         assert!((cache.hs[[1, 0, 0]] - 0.664_036_770_267_849).abs() < 1e-12);
         let g = backward(&p, cache, arr3(&[[[1.0]]]).view(), Backward::default());
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-8, "{a} vs {b}");
@@ -249,5 +343,39 @@ mod tests {
         close(g.dx.unwrap()[[0, 0, 0]], 0.279_527_59);
         close(g.dstate0.h[[0, 0]], -0.559_055_17);
         assert_eq!(g.probes.dh_norm, vec![1.0]);
+    }
+
+    /// The relu variants of the one-step case in the module docs: active and inactive.
+    #[test]
+    fn one_step_relu_by_hand() {
+        let mut p = LayerParams {
+            weight_ih: arr2(&[[0.5f64]]),
+            weight_hh: arr2(&[[-1.0]]),
+            bias_ih: Array1::from_elem(1, 0.1),
+            bias_hh: Array1::zeros(1),
+        };
+        let (x, h0, dh) = (arr3(&[[[2.0f64]]]), arr2(&[[0.3f64]]), arr3(&[[[1.0]]]));
+        let cache = forward(&p, x.view(), h0.view(), Activation::Relu, 1);
+        assert!((cache.hs[[1, 0, 0]] - 0.8).abs() < 1e-15);
+        let g = backward(&p, cache, dh.view(), Backward::default());
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        close(g.params.weight_ih[[0, 0]], 2.0);
+        close(g.params.weight_hh[[0, 0]], 0.3);
+        close(g.params.bias_hh[0], 1.0);
+        close(g.dx.unwrap()[[0, 0, 0]], 0.5);
+        close(g.dstate0.h[[0, 0]], -1.0);
+        p.weight_ih[[0, 0]] = -0.5; // a = −1.2: the unit is off, nothing flows back
+        let cache = forward(&p, x.view(), h0.view(), Activation::Relu, 1);
+        assert_eq!(cache.hs[[1, 0, 0]], 0.0);
+        let g = backward(&p, cache, dh.view(), Backward::default());
+        let gp = &g.params;
+        let all = [
+            gp.weight_ih[[0, 0]],
+            gp.weight_hh[[0, 0]],
+            gp.bias_ih[0],
+            gp.bias_hh[0],
+        ];
+        assert_eq!(all, [0.0; 4]);
+        assert_eq!((g.dx.unwrap()[[0, 0, 0]], g.dstate0.h[[0, 0]]), (0.0, 0.0));
     }
 }

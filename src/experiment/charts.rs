@@ -2,37 +2,41 @@
 //! `rnnlab plot DIR` reproduces them exactly. Titles and subtitles say what is shown, on what
 //! data, and how to read it.
 
-use super::config::ExperimentConfig;
+use super::config::VanishingConfig;
 use super::data::{AccuracyRow, GradRow, HeatRow, LossRow, MemoryRow, read};
 use crate::plot::{
     Band, BandChart, Color, HLine, Heatmap, LegendPos, LineChart, Series, band_chart, heatmap,
-    line_chart, palette, two_panel_line_chart,
+    line_chart, palette, panel_line_chart, two_panel_line_chart,
 };
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The models in the order charts, legends and tables list them.
+pub const MODEL_ORDER: [&str; 4] = ["rnn", "lstm", "gru", "rnn-relu"];
 
 /// Colour of a model's lines, the same in every chart.
 pub fn model_color(model: &str) -> Color {
     match model {
         "rnn" => Color::BLUE,
         "lstm" => Color::VERMILLION,
-        _ => Color::GREEN,
+        "gru" => Color::GREEN,
+        _ => Color::PURPLE,
     }
 }
 
-/// Display name of a model.
+/// Display name of a model ("RNN", "LSTM", "GRU", "ReLU RNN").
 pub fn model_label(model: &str) -> String {
-    model.to_uppercase()
+    crate::params::CellKind::parse(model).map_or_else(|| model.to_uppercase(), |c| c.label().into())
 }
 
 /// Draws every chart whose CSV exists in `dir`; returns the PNG paths.
-pub fn draw_all(dir: &Path, cfg: &ExperimentConfig) -> Result<Vec<PathBuf>> {
+pub fn draw_all(dir: &Path, cfg: &VanishingConfig) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if dir.join("grad_vs_distance.csv").exists() {
         out.push(grad_vs_distance(dir, cfg)?);
     }
-    let heat_files: Vec<String> = ["rnn", "lstm"]
+    let heat_files: Vec<String> = MODEL_ORDER
         .iter()
         .map(|m| format!("heatmap_{m}.csv"))
         .filter(|f| dir.join(f).exists())
@@ -54,7 +58,7 @@ pub fn draw_all(dir: &Path, cfg: &ExperimentConfig) -> Result<Vec<PathBuf>> {
 
 /// `grad_vs_distance.png`: ‖∂L/∂h_t‖ against distance from the loss, log y, at
 /// initialisation and after training, with the Pascanu et al. bound for the RNN.
-fn grad_vs_distance(dir: &Path, cfg: &ExperimentConfig) -> Result<PathBuf> {
+fn grad_vs_distance(dir: &Path, cfg: &VanishingConfig) -> Result<PathBuf> {
     let rows: Vec<GradRow> = read(&dir.join("grad_vs_distance.csv"))?;
     let mut panels = Vec::new();
     // Both panels share the y range: the measured values, and the bound up to 100× above them.
@@ -195,62 +199,65 @@ fn heatmaps(dir: &Path, files: &[String]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// `lstm_memory.png`: the forget gate and ‖∂L/∂c_t‖ — why the LSTM keeps its gradient.
+/// `lstm_memory.png`: the gate that keeps the state (LSTM forget gate, GRU update gate) and
+/// the gradient along that state — why the gated cells keep their gradient.
 fn lstm_memory(dir: &Path) -> Result<PathBuf> {
     let rows: Vec<MemoryRow> = read(&dir.join("lstm_memory.csv"))?;
-    let panels: Vec<String> = dedup_str(rows.iter().map(|r| r.panel.clone()));
     let mut gate = Vec::new();
     let mut grads = Vec::new();
-    for (k, panel) in panels.iter().enumerate() {
-        let mine: Vec<&MemoryRow> = rows.iter().filter(|r| &r.panel == panel).collect();
-        let name = format!(
-            "{} (step {})",
-            if panel == "init" {
-                "at initialisation"
-            } else {
-                "after training"
-            },
-            mine[0].step
-        );
-        let color = palette(k * 2);
-        gate.push(Series::new(
-            name.clone(),
-            mine.iter()
-                .map(|r| (r.distance as f64, r.forget_gate))
-                .collect(),
-            color,
-        ));
-        grads.push(Series::new(
-            format!("‖∂L/∂c_t‖ {name}"),
-            mine.iter()
-                .map(|r| (r.distance as f64, r.dc_norm))
-                .collect(),
-            color,
-        ));
-        grads.push(
-            Series::new(
-                format!("‖∂L/∂h_t‖ {name}"),
+    for model in models_in(rows.iter().map(|r| r.model.as_str())) {
+        let (gate_name, grad_name) = if model == "lstm" {
+            ("f_t", "‖∂L/∂c_t‖")
+        } else {
+            ("z_t", "‖∂L/∂h_t‖")
+        };
+        for panel in dedup_str(
+            rows.iter()
+                .filter(|r| r.model == model)
+                .map(|r| r.panel.clone()),
+        ) {
+            let mine: Vec<&MemoryRow> = rows
+                .iter()
+                .filter(|r| r.model == model && r.panel == panel)
+                .collect();
+            let init = panel == "init";
+            let when = format!(
+                "{} (step {})",
+                if init { "at init" } else { "trained" },
+                mine[0].step
+            );
+            let color = model_color(&model);
+            let styled = |s: Series| if init { s.dashed() } else { s };
+            gate.push(styled(Series::new(
+                format!("{} {gate_name}, {when}", model_label(&model)),
                 mine.iter()
-                    .map(|r| (r.distance as f64, r.dh_norm))
+                    .map(|r| (r.distance as f64, r.keep_gate))
                     .collect(),
                 color,
-            )
-            .dashed(),
-        );
+            )));
+            // The LSTM's gradient travels along c_t; the GRU has only h_t.
+            grads.push(styled(Series::new(
+                format!("{} {grad_name}, {when}", model_label(&model)),
+                mine.iter()
+                    .map(|r| (r.distance as f64, r.dc_norm.unwrap_or(r.dh_norm)))
+                    .collect(),
+                color,
+            )));
+        }
     }
     let left = LineChart {
-        title: "LSTM forget gate f_t".into(),
-        subtitle: Some("mean over probe sequences and units; ∂c_t/∂c_{t−1} = f_t, so f near 1\nlets the cell-state gradient pass back almost unchanged".into()),
+        title: "The gate that keeps the state".into(),
+        subtitle: Some("mean over probe sequences and units; dashed: at initialisation\nLSTM: c_t = f ⊙ c_{t−1} + i ⊙ g      GRU: h_t = z ⊙ h_{t−1} + (1 − z) ⊙ n\na gate near 1 passes the state, and its gradient, back almost unchanged".into()),
         x_label: "distance from the loss  d = T − 1 − t".into(),
-        y_label: "mean forget-gate activation".into(),
+        y_label: "mean gate activation".into(),
         series: gate,
         y_range: Some((0.0, 1.0)),
         legend: LegendPos::LowerRight,
         ..LineChart::default()
     };
     let right = LineChart {
-        title: "LSTM gradient through c_t and h_t".into(),
-        subtitle: Some("the cell state c_t carries the gradient back (solid);\nh_t receives it from there (dashed)".into()),
+        title: "The gradient along the kept state".into(),
+        subtitle: Some("LSTM: through the cell state c_t; GRU: through h_t, its only state\ndashed: at initialisation; solid: after training".into()),
         x_label: "distance from the loss  d = T − 1 − t".into(),
         y_label: "gradient norm (log scale)".into(),
         log_y: true,
@@ -392,36 +399,41 @@ fn losses(dir: &Path, task: &str) -> Result<PathBuf> {
     }
     let path = dir.join(format!("loss_{task}.png"));
     match panels.as_slice() {
-        [one] => line_chart(&path, one)?,
-        [left, right, ..] => two_panel_line_chart(&path, left, right)?,
         [] => anyhow::bail!(
             "{}: no rows",
             dir.join(format!("loss_{task}.csv")).display()
         ),
+        [one] => line_chart(&path, one)?,
+        many => panel_line_chart(&path, many)?,
     }
     Ok(path)
 }
 
-/// Model names in a fixed order (rnn, lstm, then others alphabetically).
-fn models_in<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+/// Model names in a fixed order ([`MODEL_ORDER`], then others alphabetically).
+pub fn models_in<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut v = dedup_str(names.map(String::from));
-    v.sort_by_key(|m| {
-        (
-            ["rnn", "lstm"].iter().position(|k| k == m).unwrap_or(9),
-            m.clone(),
-        )
-    });
+    v.sort_by_key(|m| (model_rank(m), m.clone()));
     v
 }
 
-fn dedup(it: impl Iterator<Item = usize>) -> Vec<usize> {
+/// Position of a model in [`MODEL_ORDER`] (unknown names last).
+pub fn model_rank(model: &str) -> usize {
+    MODEL_ORDER
+        .iter()
+        .position(|k| *k == model)
+        .unwrap_or(MODEL_ORDER.len())
+}
+
+/// The distinct values, sorted.
+pub fn dedup(it: impl Iterator<Item = usize>) -> Vec<usize> {
     let mut v: Vec<usize> = it.collect();
     v.sort_unstable();
     v.dedup();
     v
 }
 
-fn dedup_str(it: impl Iterator<Item = String>) -> Vec<String> {
+/// The distinct strings, in order of first appearance.
+pub fn dedup_str(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for s in it {
         if !v.contains(&s) {

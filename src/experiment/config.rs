@@ -1,12 +1,15 @@
 //! Experiment files (`experiments/NAME.toml`): loading, `--quick`, overrides, validation.
 //!
-//! A file is plain TOML with a fixed schema ([`ExperimentConfig`]); unknown keys are errors
-//! (with the line, from the TOML parser). `--quick` merges the file's `[quick]` table over the
+//! A file is plain TOML with a fixed schema, chosen by its top-level `kind`: `"vanishing"`
+//! ([`VanishingConfig`], also when `kind` is absent) or `"exploding"`
+//! ([`ExplodingConfig`], defined with its runner); unknown keys are errors (with the line,
+//! from the TOML parser). `--quick` merges the file's `[quick]` table over the
 //! rest; `--set key=value` and flags like `--seeds` override single values afterwards, and
 //! each override is reported. The effective configuration is what gets saved in `run.json`.
 //! The experiments shipped with rnnlab are also compiled into the binary, so they run from
 //! any folder; a file in `./experiments/` takes precedence, so users can edit them.
 
+pub use super::exploding::ExplodingConfig;
 use crate::init::{Init, RecurrentInit};
 use crate::optim::{Clip, OptimizerKind};
 use crate::params::CellKind;
@@ -17,15 +20,68 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The experiments shipped with rnnlab: (name, file contents).
-pub const BUILTIN: [(&str, &str); 1] = [(
-    "vanishing",
-    include_str!("../../experiments/vanishing.toml"),
-)];
+pub const BUILTIN: [(&str, &str); 3] = [
+    (
+        "vanishing",
+        include_str!("../../experiments/vanishing.toml"),
+    ),
+    (
+        "exploding",
+        include_str!("../../experiments/exploding.toml"),
+    ),
+    (
+        "seed-classifier",
+        include_str!("../../experiments/seed-classifier.toml"),
+    ),
+];
 
-/// The whole experiment file.
+/// A loaded experiment definition, by the `kind` of its file. Serialises as the inner
+/// schema (which includes `kind`), so the saved `config.toml` reads back with [`from_saved`].
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ExperimentConfig {
+    Vanishing(VanishingConfig),
+    Exploding(ExplodingConfig),
+}
+
+impl ExperimentConfig {
+    /// The one-line description.
+    pub fn description(&self) -> &str {
+        match self {
+            ExperimentConfig::Vanishing(c) => &c.description,
+            ExperimentConfig::Exploding(c) => &c.description,
+        }
+    }
+
+    /// Sets the number of seeds of everything seeded (`--seeds N`).
+    pub fn set_seeds(&mut self, seeds: usize) {
+        match self {
+            ExperimentConfig::Vanishing(c) => c.set_seeds(seeds),
+            ExperimentConfig::Exploding(c) => c.set_seeds(seeds),
+        }
+    }
+}
+
+/// The `kind` of an experiment file (`"vanishing"` when absent or unreadable: the parser
+/// then reports what is wrong with the file).
+pub fn kind_of(text: &str) -> String {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(String::from)))
+        .unwrap_or_else(|| "vanishing".into())
+}
+
+fn vanishing_kind() -> String {
+    "vanishing".into()
+}
+
+/// The vanishing-gradient experiment's file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ExperimentConfig {
+pub struct VanishingConfig {
+    /// `"vanishing"` (may be left out).
+    #[serde(default = "vanishing_kind")]
+    pub kind: String,
     /// One line shown by `experiment --list`.
     pub description: String,
     pub model: ModelSection,
@@ -89,6 +145,16 @@ pub enum Source {
     Builtin(&'static str),
 }
 
+impl Source {
+    /// "experiments/NAME.toml" or "built-in NAME.toml", for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Builtin(n) => format!("built-in {n}.toml"),
+        }
+    }
+}
+
 /// Finds experiment `name`: `experiments/NAME.toml` in the current folder, else the built-in.
 pub fn find(name: &str) -> Result<(Source, String)> {
     let path = Path::new("experiments").join(format!("{name}.toml"));
@@ -139,8 +205,8 @@ fn describe(text: &str) -> String {
         .unwrap_or_else(|| "(no description)".into())
 }
 
-/// Parses an experiment file, applies `[quick]` if asked, then each `key=value` override
-/// (reported through `on_override`), and validates the result.
+/// Parses an experiment file by its `kind`, applies `[quick]` if asked, then each
+/// `key=value` override (reported through `on_override`), and validates the result.
 pub fn load(
     text: &str,
     origin: &str,
@@ -148,8 +214,41 @@ pub fn load(
     overrides: &[(String, String)],
     on_override: &mut dyn FnMut(&str),
 ) -> Result<ExperimentConfig> {
+    let cfg = match kind_of(text).as_str() {
+        "vanishing" => {
+            ExperimentConfig::Vanishing(load_as(text, origin, quick, overrides, on_override)?)
+        }
+        "exploding" => {
+            ExperimentConfig::Exploding(load_as(text, origin, quick, overrides, on_override)?)
+        }
+        other => bail!(
+            "{origin}: kind = \"{other}\" is not an experiment kind: expected \"vanishing\" or \"exploding\""
+        ),
+    };
+    let checked = match &cfg {
+        ExperimentConfig::Vanishing(c) => c.validate(),
+        ExperimentConfig::Exploding(c) => c.validate(),
+    };
+    checked.map_err(|e| anyhow!("{origin}: {e}"))?;
+    Ok(cfg)
+}
+
+/// Reads the effective configuration a run saved (`config.toml` of a result folder).
+pub fn from_saved(text: &str, origin: &str) -> Result<ExperimentConfig> {
+    load(text, origin, false, &[], &mut |_| {})
+}
+
+/// [`load`] for any file schema `T` (unknown keys are errors when `T` denies them): parse,
+/// `[quick]`, overrides; validation is the caller's.
+pub fn load_as<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    quick: bool,
+    overrides: &[(String, String)],
+    on_override: &mut dyn FnMut(&str),
+) -> Result<T> {
     // Parse once typed, for unknown keys with line numbers.
-    let _: ExperimentConfig =
+    let _: T =
         toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
     let mut table: toml::Table = toml::from_str(text)?;
     let quick_table = table.remove("quick");
@@ -166,17 +265,14 @@ pub fn load(
         set(&mut table, key, parsed.clone()).with_context(|| format!("--set {key}={value}"))?;
         on_override(&format!("Overriding: {key} = {parsed}"));
     }
-    let cfg: ExperimentConfig =
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                anyhow!(
-                    "{origin} after --quick/overrides: {}",
-                    one_line(&e.to_string())
-                )
-            })?;
-    cfg.validate().map_err(|e| anyhow!("{origin}: {e}"))?;
-    Ok(cfg)
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            anyhow!(
+                "{origin} after --quick/overrides: {}",
+                one_line(&e.to_string())
+            )
+        })
 }
 
 fn one_line(s: &str) -> String {
@@ -232,9 +328,15 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     }
 }
 
-impl ExperimentConfig {
+impl VanishingConfig {
     /// Range checks; errors name the key, the value and what is allowed.
     pub fn validate(&self) -> Result<()> {
+        if self.kind != "vanishing" {
+            bail!(
+                "kind = \"{}\" is invalid here: this file follows the vanishing schema",
+                self.kind
+            );
+        }
         let at_least_1 = [
             ("model.hidden", self.model.hidden),
             ("train.batch", self.train.batch),
@@ -269,13 +371,17 @@ impl ExperimentConfig {
             if s.seq_lens.is_empty() || s.models.is_empty() {
                 bail!("sweep.{task}: seq_lens and models must not be empty");
             }
-            if let Some(t) = s.seq_lens.iter().find(|&&t| t < 2 || t > 100_000) {
+            if let Some(t) = s.seq_lens.iter().find(|&&t| !(2..=100_000).contains(&t)) {
                 bail!(
                     "sweep.{task}.seq_lens contains {t}: sequence lengths must be between 2 and 100000"
                 );
             }
             if let Some(m) = s.models.iter().find(|m| CellKind::parse(m).is_none()) {
-                bail!("sweep.{task}.models contains `{m}`: expected rnn or lstm");
+                let names: Vec<&str> = CellKind::ALL.iter().map(|c| c.name()).collect();
+                bail!(
+                    "sweep.{task}.models contains `{m}`: expected one of {}",
+                    names.join(", ")
+                );
             }
             if s.seeds == 0 || s.steps == 0 || s.copy_len == 0 {
                 bail!("sweep.{task}: seeds, steps and copy_len must be at least 1");
@@ -335,6 +441,7 @@ impl ExperimentConfig {
             init: Init {
                 recurrent,
                 forget_bias: self.model.forget_bias,
+                ..Init::default()
             },
             seed,
             data_seed: seed,
@@ -367,10 +474,27 @@ mod tests {
         BUILTIN[0].1
     }
 
+    fn vanishing(cfg: ExperimentConfig) -> VanishingConfig {
+        match cfg {
+            ExperimentConfig::Vanishing(c) => c,
+            other => panic!("not a vanishing config: {other:?}"),
+        }
+    }
+
+    fn load_vanishing(
+        text: &str,
+        origin: &str,
+        quick: bool,
+        overrides: &[(String, String)],
+        on_override: &mut dyn FnMut(&str),
+    ) -> Result<VanishingConfig> {
+        load(text, origin, quick, overrides, on_override).map(vanishing)
+    }
+
     #[test]
     fn builtin_loads_plain_and_quick() {
-        let full = load(builtin(), "vanishing.toml", false, &[], &mut |_| {}).unwrap();
-        let quick = load(builtin(), "vanishing.toml", true, &[], &mut |_| {}).unwrap();
+        let full = load_vanishing(builtin(), "vanishing.toml", false, &[], &mut |_| {}).unwrap();
+        let quick = load_vanishing(builtin(), "vanishing.toml", true, &[], &mut |_| {}).unwrap();
         assert_eq!(full.model.hidden, 64);
         assert_eq!(quick.model.hidden, 32);
         assert_eq!(quick.train.lr, full.train.lr); // untouched keys survive the merge
@@ -389,10 +513,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("train.lr -0.01 is invalid"), "{err}");
-        let bad = builtin().replace(
-            "models = [\"rnn\", \"lstm\"]",
-            "models = [\"rnn\", \"gru2\"]",
-        );
+        let bad = builtin().replace("\"gru\"]", "\"gru2\"]");
         let err = load(&bad, "x.toml", false, &[], &mut |_| {})
             .unwrap_err()
             .to_string();
@@ -402,7 +523,7 @@ mod tests {
     #[test]
     fn overrides_are_applied_and_reported() {
         let mut said = Vec::new();
-        let cfg = load(
+        let cfg = load_vanishing(
             builtin(),
             "v",
             false,
@@ -436,6 +557,34 @@ mod tests {
         assert!(
             format!("{err:#}").contains("is a integer, not a string"),
             "{err:#}"
+        );
+    }
+
+    /// The saved configuration reads back as the same kind, and a file without `kind` is a
+    /// vanishing experiment; an unknown kind is a clear error.
+    #[test]
+    fn kinds_round_trip_through_config_toml() {
+        // (The classifier files have their own loader, in `seq`.)
+        let ours = BUILTIN
+            .iter()
+            .filter(|(_, text)| ["vanishing", "exploding"].contains(&kind_of(text).as_str()));
+        for (name, text) in ours {
+            let cfg = load(text, name, true, &[], &mut |_| {}).unwrap();
+            let saved = toml::to_string(&cfg).unwrap();
+            assert_eq!(from_saved(&saved, name).unwrap(), cfg, "{name}");
+        }
+        let plain = builtin().replace("kind = \"vanishing\"", "");
+        assert!(matches!(
+            load(&plain, "v", false, &[], &mut |_| {}).unwrap(),
+            ExperimentConfig::Vanishing(_)
+        ));
+        let bad = builtin().replace("kind = \"vanishing\"", "kind = \"imploding\"");
+        let err = load(&bad, "v", false, &[], &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"imploding\" is not an experiment kind"),
+            "{err}"
         );
     }
 }

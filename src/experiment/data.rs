@@ -37,18 +37,28 @@ pub struct HeatRow {
     pub log10_dh_norm: f64,
 }
 
-/// `lstm_memory.csv`: what keeps the LSTM's gradient alive.
+/// `lstm_memory.csv`: what keeps the gated cells' gradient alive (LSTM and GRU).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryRow {
+    /// "lstm" or "gru" (files written before the GRU have no such column: all LSTM).
+    #[serde(default = "lstm")]
+    pub model: String,
     /// "init" or "trained".
     pub panel: String,
     pub step: usize,
     pub t: usize,
     pub distance: usize,
-    /// Mean forget-gate activation over batch and units.
-    pub forget_gate: f64,
-    pub dc_norm: f64,
+    /// Mean over batch and units of the gate that keeps the state: the LSTM's forget gate
+    /// f_t, the GRU's update gate z_t.
+    #[serde(alias = "forget_gate")]
+    pub keep_gate: f64,
+    /// ‖∂L/∂c_t‖ (LSTM only).
+    pub dc_norm: Option<f64>,
     pub dh_norm: f64,
+}
+
+fn lstm() -> String {
+    "lstm".into()
 }
 
 /// `accuracy_TASK.csv`: one row per run of the sweep.

@@ -1,15 +1,14 @@
-//! Running the runs of an experiment: which (task, T, model, seed) combinations, spread over
-//! `--jobs` worker threads, with one progress bar for the whole experiment.
+//! Running the training runs of an experiment, spread over `--jobs` worker threads, with one
+//! progress bar for the whole experiment and a line per run as it finishes.
 //!
-//! Each run is single-threaded and fully determined by its spec, and results are stored by
-//! spec index, so the numbers do not depend on how many workers there are or which finishes
-//! first. Workers take the most expensive remaining run first, which keeps both cores busy
-//! until the end.
+//! A run is a task and a complete [`TrainConfig`]; which runs an experiment consists of is
+//! the business of its kind (`vanishing.rs`, `exploding/`). Each run is single-threaded and
+//! fully determined by its spec, and results are stored by spec index, so the numbers do not
+//! depend on how many workers there are or which finishes first. Workers take the most
+//! expensive remaining run first, which keeps both cores busy until the end.
 
-use super::config::ExperimentConfig;
-use crate::params::CellKind;
 use crate::tasks::{Task, make_task};
-use crate::train::{self, Event, Outcome, TrainResult};
+use crate::train::{self, Event, Outcome, TrainConfig, TrainResult};
 use anyhow::{Result, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Mutex;
@@ -20,37 +19,42 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct RunSpec {
     pub task: String,
     pub seq_len: usize,
+    /// K of the copy task (ignored by the adding task).
     pub copy_len: usize,
-    pub cell: CellKind,
-    pub seed: u64,
-    pub steps: usize,
-    /// Part of the accuracy sweep (counts in the accuracy table and charts).
-    pub in_sweep: bool,
-    /// Record gradient probes during training.
-    pub probe: bool,
+    /// Everything else: model, initialisation, optimizer, clipping, seeds, steps, probes.
+    pub train: TrainConfig,
+    /// What distinguishes this run besides model, task, T and seed (e.g. "clip norm 1"),
+    /// shown in its progress line; empty if nothing.
+    pub variant: String,
 }
 
 impl RunSpec {
     /// Rough cost of one training step, for scheduling and the progress bar: timesteps ×
     /// gate blocks × H².
-    fn step_cost(&self, hidden: usize) -> u64 {
+    fn step_cost(&self) -> u64 {
         let steps_len = if self.task == "copy" {
             self.seq_len + 2 * self.copy_len
         } else {
             self.seq_len
         };
-        (steps_len * (self.cell.gates() + 1) * hidden * hidden / 64).max(1) as u64
+        let h = self.train.hidden;
+        (steps_len * (self.train.cell.gates() + 1) * h * h / 64).max(1) as u64
     }
 
-    /// "lstm adding T=100 seed 0".
+    /// "lstm adding T=100 seed 0" (+ the variant).
     pub fn label(&self) -> String {
-        format!(
+        let base = format!(
             "{:<4} {:<6} T={:<4} seed {}",
-            self.cell.name(),
+            self.train.cell.name(),
             self.task,
             self.seq_len,
-            self.seed
-        )
+            self.train.seed
+        );
+        if self.variant.is_empty() {
+            base
+        } else {
+            format!("{base} {}", self.variant)
+        }
     }
 }
 
@@ -62,58 +66,25 @@ pub struct RunResult {
     pub chance_accuracy: f64,
 }
 
-/// The runs an experiment consists of: every sweep combination, with the probed runs
-/// (adding task, T = probe.seq_len, seed 0) marked or added.
-pub fn plan(cfg: &ExperimentConfig) -> Vec<RunSpec> {
-    let mut specs = Vec::new();
-    for (task, s) in &cfg.sweep {
-        for &seq_len in &s.seq_lens {
-            for model in &s.models {
-                for seed in 0..s.seeds as u64 {
-                    let cell = CellKind::parse(model).expect("validated");
-                    specs.push(RunSpec {
-                        task: task.clone(),
-                        seq_len,
-                        copy_len: s.copy_len,
-                        cell,
-                        seed,
-                        steps: s.steps,
-                        in_sweep: true,
-                        probe: false,
-                    });
-                }
-            }
-        }
+impl RunResult {
+    /// The run's entry in `run.json` (the kind may add fields).
+    pub fn json(&self) -> serde_json::Value {
+        let (s, t) = (&self.spec, &self.train);
+        serde_json::json!({
+            "task": s.task, "seq_len": s.seq_len, "model": s.train.cell.name(),
+            "variant": s.variant, "seed": s.train.seed, "init_seed": s.train.seed,
+            "data_seed": s.train.data_seed, "max_steps": s.train.steps,
+            "steps_run": t.losses.len(), "outcome": t.outcome,
+            "final_accuracy": t.final_accuracy(), "seconds": t.seconds,
+        })
     }
-    let adding = &cfg.sweep["adding"];
-    for model in &adding.models {
-        let cell = CellKind::parse(model).expect("validated");
-        let probed = |r: &RunSpec| {
-            r.task == "adding" && r.seq_len == cfg.probe.seq_len && r.cell == cell && r.seed == 0
-        };
-        match specs.iter_mut().find(|r| probed(r)) {
-            Some(r) => r.probe = true,
-            None => specs.push(RunSpec {
-                task: "adding".into(),
-                seq_len: cfg.probe.seq_len,
-                copy_len: adding.copy_len,
-                cell,
-                seed: 0,
-                steps: adding.steps,
-                in_sweep: false,
-                probe: true,
-            }),
-        }
-    }
-    specs
 }
 
 /// Runs every spec on `jobs` worker threads. Results come back in spec order.
-pub fn run_all(cfg: &ExperimentConfig, specs: &[RunSpec], jobs: usize) -> Result<Vec<RunResult>> {
-    let hidden = cfg.model.hidden;
+pub fn run_all(specs: &[RunSpec], jobs: usize) -> Result<Vec<RunResult>> {
     let total: u64 = specs
         .iter()
-        .map(|s| s.step_cost(hidden) * s.steps as u64)
+        .map(|s| s.step_cost() * s.train.steps as u64)
         .sum();
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -122,7 +93,7 @@ pub fn run_all(cfg: &ExperimentConfig, specs: &[RunSpec], jobs: usize) -> Result
     );
     bar.set_message(format!("0/{} runs", specs.len()));
     let mut order: Vec<usize> = (0..specs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(specs[i].step_cost(hidden) * specs[i].steps as u64));
+    order.sort_by_key(|&i| std::cmp::Reverse(specs[i].step_cost() * specs[i].train.steps as u64));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<RunResult>>>> =
@@ -135,7 +106,7 @@ pub fn run_all(cfg: &ExperimentConfig, specs: &[RunSpec], jobs: usize) -> Result
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&i) = order.get(k) else { break };
                     let spec = &specs[i];
-                    let r = run_one(cfg, spec, &bar);
+                    let r = run_one(spec, &bar);
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     bar.set_message(format!("{n}/{} runs", specs.len()));
                     if let Ok(r) = &r {
@@ -161,21 +132,17 @@ pub fn run_all(cfg: &ExperimentConfig, specs: &[RunSpec], jobs: usize) -> Result
 }
 
 /// One run, advancing the shared bar as it trains.
-fn run_one(cfg: &ExperimentConfig, spec: &RunSpec, bar: &ProgressBar) -> Result<RunResult> {
+fn run_one(spec: &RunSpec, bar: &ProgressBar) -> Result<RunResult> {
     let task: Box<dyn Task> = make_task(&spec.task, spec.seq_len, spec.copy_len)?;
-    let mut tc = cfg.train_config(spec.cell, spec.steps, spec.seed)?;
-    if spec.probe {
-        tc.probe_every = Some(cfg.probe.every);
-    }
-    let cost = spec.step_cost(cfg.model.hidden);
-    let model = train::new_model(task.as_ref(), &tc);
-    let result = train::train(task.as_ref(), &tc, model, &mut |e| {
+    let cost = spec.step_cost();
+    let model = train::new_model(task.as_ref(), &spec.train);
+    let result = train::train(task.as_ref(), &spec.train, model, &mut |e| {
         if let Event::Step { .. } = e {
             bar.inc(cost);
         }
     })
     .map_err(|e| anyhow!("{}: {e:#}", spec.label()))?;
-    bar.inc(cost * (spec.steps - result.losses.len()) as u64); // stopped early
+    bar.inc(cost * (spec.train.steps - result.losses.len()) as u64); // stopped early
     Ok(RunResult {
         spec: spec.clone(),
         baseline_loss: task.baseline_loss(),
@@ -188,7 +155,7 @@ fn run_one(cfg: &ExperimentConfig, spec: &RunSpec, bar: &ProgressBar) -> Result<
 fn finished_line(r: &RunResult) -> String {
     let what = match &r.train.outcome {
         Outcome::Solved { step } => format!("solved at step {step}"),
-        Outcome::Finished => format!("not solved in {} steps", r.spec.steps),
+        Outcome::Finished => format!("not solved in {} steps", r.spec.train.steps),
         Outcome::Diverged { step, what } => format!("DIVERGED at step {step} ({what})"),
     };
     format!(
@@ -197,4 +164,34 @@ fn finished_line(r: &RunResult) -> String {
         r.train.final_accuracy(),
         r.train.seconds
     )
+}
+
+/// Runs `job` on every item on `jobs` threads, results in item order (for the cheap
+/// measurements that are not training runs, e.g. probes at initialisation).
+pub fn map_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    job: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<R>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = job(item);
+                    results.lock().expect("no worker panicked")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no worker panicked")
+        .into_iter()
+        .map(|r| r.expect("every item was run"))
+        .collect()
 }

@@ -1,8 +1,8 @@
 //! `summary.md`: what was run, what each chart shows, and the measured numbers behind it,
 //! written from the same CSVs the charts are drawn from.
 
-use super::charts::model_label;
-use super::config::ExperimentConfig;
+use super::charts::{MODEL_ORDER, model_label, model_rank};
+use super::config::VanishingConfig;
 use super::data::{AccuracyRow, GradRow, MemoryRow, read};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -10,19 +10,18 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Writes `dir/summary.md`.
-pub fn write(dir: &Path, cfg: &ExperimentConfig) -> Result<()> {
+pub fn write(dir: &Path, cfg: &VanishingConfig) -> Result<()> {
     let mut md = String::new();
-    let run: serde_json::Value = std::fs::read_to_string(dir.join("run.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let name = run["experiment"].as_str().unwrap_or("experiment");
+    let name = run_json(dir)["experiment"]
+        .as_str()
+        .unwrap_or("experiment")
+        .to_string();
     writeln!(md, "# rnnlab experiment `{name}`\n")?;
     writeln!(md, "{}.\n", cfg.description)?;
     writeln!(
         md,
         "Models: hidden size {}, W_hh init `{}`, LSTM forget-gate bias {}. Training: batch {}, {} lr {}, global-norm clip {}, \
-         held-out set of {} sequences evaluated every {} steps, early stop at accuracy {}. Seeds: run k uses init seed k and data seed k.{}\n",
+         held-out set of {} sequences evaluated every {} steps, early stop at accuracy {}. Seeds: run k uses init seed k and data seed k. {}\n",
         cfg.model.hidden,
         cfg.model.init,
         cfg.model.forget_bias,
@@ -33,41 +32,39 @@ pub fn write(dir: &Path, cfg: &ExperimentConfig) -> Result<()> {
         cfg.train.eval_size,
         cfg.train.eval_every,
         cfg.train.target_accuracy,
-        match (
-            run["total_seconds"].as_f64(),
-            run["jobs"].as_u64(),
-            run["quick"].as_bool()
-        ) {
-            (Some(s), Some(j), q) => format!(
-                " Wall time {s:.0} s on {j} worker(s){}; the full configuration is in `config.toml`, per-run timings in `run.json`.",
-                if q == Some(true) {
-                    " (`--quick`: a tiny budget, the numbers are only indicative)"
-                } else {
-                    ""
-                }
-            ),
-            _ => String::new(),
-        }
+        run_line(dir)
     )?;
 
     if let Ok(rows) = read::<GradRow>(&dir.join("grad_vs_distance.csv")) {
         gradient_section(&mut md, cfg, &rows)?;
     }
-    if dir.join("heatmap_rnn.csv").exists() || dir.join("heatmap_lstm.csv").exists() {
+    let heat: Vec<&str> = MODEL_ORDER
+        .into_iter()
+        .filter(|m| dir.join(format!("heatmap_{m}.csv")).exists())
+        .collect();
+    if !heat.is_empty() {
+        let files: Vec<String> = heat.iter().map(|m| format!("`heatmap_{m}.png`")).collect();
         writeln!(
             md,
-            "## How the picture changes during training: `heatmap_rnn.png`, `heatmap_lstm.png`\n"
+            "## How the picture changes during training: {}\n",
+            files.join(", ")
         )?;
-        writeln!(
-            md,
-            "![RNN heatmap](heatmap_rnn.png)\n![LSTM heatmap](heatmap_lstm.png)\n"
-        )?;
+        for m in &heat {
+            writeln!(md, "![{} heatmap](heatmap_{m}.png)", model_label(m))?;
+        }
+        writeln!(md)?;
         writeln!(
             md,
             "Each row is one probe (training step, bottom to top), each column a timestep; the colour is log10 ‖∂L/∂h_t‖ on one shared scale. \
              The loss sits at the right edge. For the RNN the colour darkens quickly towards the left in every row: whatever it learns, \
              the error signal from the loss does not reach the early timesteps, where the first marker of the adding task lies. \
-             The LSTM's rows stay bright much further left.\n"
+             The LSTM's rows stay bright much further left.{}\n",
+            if heat.contains(&"gru") {
+                " The GRU starts out as dark as the RNN (its update gate z = σ(≈0) ≈ 0.5 halves the direct path h_{t−1} → h_t \
+                 at every step) and brightens as training pushes z towards 1 where the task needs memory."
+            } else {
+                ""
+            }
         )?;
     }
     if let Ok(rows) = read::<MemoryRow>(&dir.join("lstm_memory.csv")) {
@@ -81,6 +78,35 @@ pub fn write(dir: &Path, cfg: &ExperimentConfig) -> Result<()> {
     crate::fsutil::write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
 
+/// The `run.json` of a result folder (null if there is none).
+fn run_json(dir: &Path) -> serde_json::Value {
+    std::fs::read_to_string(dir.join("run.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// "Wall time 95 s on 2 worker(s); the full configuration is in `config.toml`, …" from
+/// `run.json` (empty if there is none).
+pub(crate) fn run_line(dir: &Path) -> String {
+    let run = run_json(dir);
+    match (
+        run["total_seconds"].as_f64(),
+        run["jobs"].as_u64(),
+        run["quick"].as_bool(),
+    ) {
+        (Some(s), Some(j), q) => format!(
+            "Wall time {s:.0} s on {j} worker(s){}; the full configuration is in `config.toml`, per-run timings in `run.json`.",
+            if q == Some(true) {
+                " (`--quick`: a tiny budget, the numbers are only indicative)"
+            } else {
+                ""
+            }
+        ),
+        _ => String::new(),
+    }
+}
+
 /// g(d) / g(0) for one model's probe.
 fn ratio_at(rows: &[&GradRow], d: usize) -> Option<f64> {
     let g0 = rows.iter().find(|r| r.distance == 0)?.dh_norm;
@@ -88,7 +114,8 @@ fn ratio_at(rows: &[&GradRow], d: usize) -> Option<f64> {
     Some(gd / g0)
 }
 
-fn sci(v: f64) -> String {
+/// A number for prose: 3 decimals in [0.01, 1000), scientific notation outside.
+pub(crate) fn sci(v: f64) -> String {
     if !v.is_finite() {
         return format!("{v}");
     }
@@ -99,7 +126,7 @@ fn sci(v: f64) -> String {
     }
 }
 
-fn gradient_section(md: &mut String, cfg: &ExperimentConfig, rows: &[GradRow]) -> Result<()> {
+fn gradient_section(md: &mut String, cfg: &VanishingConfig, rows: &[GradRow]) -> Result<()> {
     writeln!(md, "## The vanishing gradient: `grad_vs_distance.png`\n")?;
     writeln!(
         md,
@@ -124,7 +151,7 @@ fn gradient_section(md: &mut String, cfg: &ExperimentConfig, rows: &[GradRow]) -
             "After training"
         };
         let mut parts = Vec::new();
-        for model in ["rnn", "lstm"] {
+        for model in MODEL_ORDER {
             let mine: Vec<&GradRow> = here.iter().copied().filter(|r| r.model == model).collect();
             if let (Some(a), Some(b)) = (ratio_at(&mine, mid), ratio_at(&mine, t_len - 1)) {
                 let step = mine[0].step;
@@ -175,37 +202,51 @@ fn gradient_section(md: &mut String, cfg: &ExperimentConfig, rows: &[GradRow]) -
 fn memory_section(md: &mut String, rows: &[MemoryRow]) -> Result<()> {
     writeln!(
         md,
-        "## Why the LSTM keeps its gradient: `lstm_memory.png`\n"
+        "## Why the gated cells keep their gradient: `lstm_memory.png`\n"
     )?;
     writeln!(
         md,
-        "![LSTM forget gate and cell-state gradient](lstm_memory.png)\n"
+        "![gates that keep the state, and the gradient along it](lstm_memory.png)\n"
     )?;
     let mut lines = Vec::new();
-    for panel in ["init", "trained"] {
-        let mine: Vec<&MemoryRow> = rows.iter().filter(|r| r.panel == panel).collect();
-        if mine.is_empty() {
-            continue;
+    for model in ["lstm", "gru"] {
+        for panel in ["init", "trained"] {
+            let mine: Vec<&MemoryRow> = rows
+                .iter()
+                .filter(|r| r.model == model && r.panel == panel)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let g_mean = mine.iter().map(|r| r.keep_gate).sum::<f64>() / mine.len() as f64;
+            let dmax = mine.iter().map(|r| r.distance).max().unwrap_or(0);
+            let at = |d: usize| {
+                mine.iter()
+                    .find(|r| r.distance == d)
+                    .map(|r| r.dc_norm.unwrap_or(r.dh_norm))
+                    .unwrap_or(f64::NAN)
+            };
+            let (gate, grad) = if model == "lstm" {
+                ("forget gate", "‖∂L/∂c_t‖")
+            } else {
+                ("update gate", "‖∂L/∂h_t‖")
+            };
+            lines.push(format!(
+                "- {} {} (step {}): mean {gate} {g_mean:.3}; {grad} at distance {dmax} is {} of its value at the loss.",
+                model_label(model),
+                if panel == "init" { "at initialisation" } else { "after training" },
+                mine[0].step,
+                sci(at(dmax) / at(0))
+            ));
         }
-        let f_mean = mine.iter().map(|r| r.forget_gate).sum::<f64>() / mine.len() as f64;
-        let dmax = mine.iter().map(|r| r.distance).max().unwrap_or(0);
-        let at = |d: usize| {
-            mine.iter()
-                .find(|r| r.distance == d)
-                .map(|r| r.dc_norm)
-                .unwrap_or(f64::NAN)
-        };
-        lines.push(format!(
-            "- {} (step {}): mean forget gate {f_mean:.3}; ‖∂L/∂c_t‖ at distance {dmax} is {} of its value at the loss.",
-            if panel == "init" { "At initialisation" } else { "After training" },
-            mine[0].step,
-            sci(at(dmax) / at(0))
-        ));
     }
     writeln!(
         md,
-        "Along the cell state the LSTM's backward step is ∂c_t/∂c_{{t−1}} = f_t (plus paths through the gates): with the forget gate near 1 the gradient \
-         passes back almost unchanged, instead of being multiplied by W_hh and tanh' at every step as in the RNN.\n"
+        "Along the LSTM's cell state the backward step is ∂c_t/∂c_{{t−1}} = f_t (plus paths through the gates); along the GRU's state it \
+         contains diag(z_t), from h_t = z ⊙ h_{{t−1}} + (1 − z) ⊙ n. With the gate near 1 the gradient passes back almost unchanged, \
+         instead of being multiplied by W_hh and tanh' at every step as in the RNN. The chart shows the mean over units: a \
+         mean well below 1 next to a flat gradient line means that a few units keep their gate near 1 (a gate of 0.6 at every \
+         step would shrink the gradient by 0.6^99 ≈ 1e-22 over 99 steps) — those units carry the memory.\n"
     )?;
     writeln!(md, "{}\n", lines.join("\n"))?;
     Ok(())
@@ -235,10 +276,10 @@ fn accuracy_section(md: &mut String, task: &str, rows: &[AccuracyRow]) -> Result
         "| model | T | mean accuracy | min | max | solved | median steps to solve | final loss (mean) | baseline loss |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
-    let mut groups: BTreeMap<(usize, usize), Vec<&AccuracyRow>> = BTreeMap::new();
+    let mut groups: BTreeMap<(usize, String, usize), Vec<&AccuracyRow>> = BTreeMap::new();
     for r in rows {
-        let order = if r.model == "rnn" { 0 } else { 1 };
-        groups.entry((order, r.seq_len)).or_default().push(r);
+        let key = (model_rank(&r.model), r.model.clone(), r.seq_len);
+        groups.entry(key).or_default().push(r);
     }
     for rs in groups.values() {
         let acc: Vec<f64> = rs.iter().map(|r| r.accuracy).collect();

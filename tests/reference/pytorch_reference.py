@@ -12,15 +12,18 @@ Everything is float64 and deterministic (no RNG). With I = 3, H = 4, O = 2, B = 
   * parameters: the k-th tensor in the order
         k = 0 weight_ih_l0 (G*H, I), 1 weight_hh_l0 (G*H, H), 2 bias_ih_l0 (G*H),
             3 bias_hh_l0 (G*H), 4 head.weight (O, H), 5 head.bias (O)
-    (G = 1 for nn.RNN, 4 for nn.LSTM, gate blocks i, f, g, o), at row-major flat index j,
+    (G = 1 for nn.RNN, 4 for nn.LSTM with gate blocks i, f, g, o, 3 for nn.GRU with gate
+    blocks r, z, n), at row-major flat index j,
     holds  0.5 * cos(1.7 * j + 0.3 * k)
   * input x (B, T, I), batch-first:  x[b, t, i] = sin(0.9 * (b*T*I + t*I + i) + 0.2)
   * h0[b, h] = 0.5 * cos(0.7 * (b*H + h) + 0.1),  c0[b, h] = 0.5 * sin(1.3 * (b*H + h) + 0.4)
   * MSE targets (B, O): target[b, o] = 0.25 * (2*b - 3*o + 1)  (exact in f32)
   * class targets (B, T): CLASSES below, -1 = no target (ignore_index=-1)
 
-Scenarios: {RNN (tanh), LSTM} x {head on the last step + MSE, head on every step +
-cross-entropy}. The loss is `F.mse_loss(head(out[:, -1]), target)` or
+Scenarios: {RNN (tanh), LSTM, GRU} x {head on the last step + MSE, head on every step +
+cross-entropy}, and the ReLU RNN (nn.RNN(nonlinearity='relu')) with the head on the last step +
+MSE (the script asserts that no ReLU pre-activation lies within 1e-3 of the kink at 0, where
+the derivative would be ambiguous). The loss is `F.mse_loss(head(out[:, -1]), target)` or
 `F.cross_entropy(head(out).reshape(-1, O), classes.reshape(-1), ignore_index=-1)`, both with
 the default mean reduction.
 
@@ -32,10 +35,11 @@ Everything printed is in PyTorch's batch-first layout, flattened row-major:
   dh_norm[t] = mean over b of ||dL/dh_t[b, :]||_2, h_t the layer output at step t (t = 0..T-1),
                the TOTAL derivative (through the head and through step t+1)
   dc_norm[t]   the same for the LSTM cell state c_t
-nn.RNN / nn.LSTM compute everything except the probes. They do not expose h_t, c_t as
+nn.RNN / nn.LSTM / nn.GRU compute everything except the probes. They do not expose h_t, c_t as
 intermediate tensors (`out.retain_grad()` only sees the head's part of dL/dh_t), so the probes
-come from a step-by-step unroll with nn.RNNCell / nn.LSTMCell holding the same weights; the
-script asserts that this unroll reproduces nn.RNN / nn.LSTM's loss, outputs and every gradient.
+come from a step-by-step unroll with nn.RNNCell / nn.LSTMCell / nn.GRUCell holding the same
+weights; the script asserts that this unroll reproduces the layer's loss, outputs and every
+gradient.
 """
 
 import math
@@ -89,19 +93,34 @@ def loss_fn(head, out, readout, loss_kind):
     return loss, y
 
 
+def layer(cell):
+    """The recurrent layer: cell is "rnn", "rnn-relu", "lstm" or "gru"."""
+    if cell in ("rnn", "rnn-relu"):
+        return nn.RNN(I, H, nonlinearity="relu" if cell == "rnn-relu" else "tanh", batch_first=True)
+    return {"lstm": nn.LSTM, "gru": nn.GRU}[cell](I, H, batch_first=True)
+
+
+def step_cell(cell):
+    """The single-step cell with the same parameters as `layer(cell)`."""
+    if cell in ("rnn", "rnn-relu"):
+        return nn.RNNCell(I, H, nonlinearity="relu" if cell == "rnn-relu" else "tanh")
+    return {"lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell](I, H)
+
+
 def reference(cell, readout, loss_kind):
-    """nn.RNN / nn.LSTM (batch_first) + nn.Linear head."""
-    rnn = (nn.RNN if cell == "rnn" else nn.LSTM)(I, H, batch_first=True)
+    """nn.RNN / nn.LSTM / nn.GRU (batch_first) + nn.Linear head."""
+    rnn = layer(cell)
     head = nn.Linear(H, O)
     params = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, head.weight, head.bias]
     set_weights(params)
     x = make_x().requires_grad_()
     h0 = make_h0().unsqueeze(0).requires_grad_()  # (num_layers = 1, B, H)
     c0 = make_c0().unsqueeze(0).requires_grad_()
-    out, state = rnn(x, h0 if cell == "rnn" else (h0, c0))
+    lstm = cell == "lstm"
+    out, state = rnn(x, (h0, c0) if lstm else h0)
     loss, y = loss_fn(head, out, readout, loss_kind)
     loss.backward()
-    h_n, c_n = (state, None) if cell == "rnn" else state
+    h_n, c_n = state if lstm else (state, None)
     return dict(
         loss=loss.item(),
         y=y.detach(),
@@ -110,13 +129,15 @@ def reference(cell, readout, loss_kind):
         grads=[p.grad for p in params],
         dx=x.grad,
         dh0=h0.grad[0],
-        dc0=None if cell == "rnn" else c0.grad[0],
+        dc0=c0.grad[0] if lstm else None,
     )
 
 
 def unrolled(cell, readout, loss_kind):
-    """The same model stepped by hand with nn.RNNCell / nn.LSTMCell, keeping every h_t, c_t."""
-    step = (nn.RNNCell if cell == "rnn" else nn.LSTMCell)(I, H)
+    """The same model stepped by hand with nn.RNNCell / nn.LSTMCell / nn.GRUCell, keeping every
+    h_t, c_t."""
+    step = step_cell(cell)
+    lstm = cell == "lstm"
     head = nn.Linear(H, O)
     params = [step.weight_ih, step.weight_hh, step.bias_ih, step.bias_hh, head.weight, head.bias]
     set_weights(params)
@@ -126,12 +147,16 @@ def unrolled(cell, readout, loss_kind):
     h0, c0 = h, c
     hs, cs = [], []
     for t in range(T):
-        if cell == "rnn":
-            h = step(x[:, t], h)
-        else:
+        if cell == "rnn-relu":
+            with torch.no_grad():  # keep away from the kink of relu
+                a = x[:, t] @ step.weight_ih.T + step.bias_ih + h @ step.weight_hh.T + step.bias_hh
+                assert a.abs().min() > 1e-3, f"relu pre-activation {a.abs().min()} at the kink"
+        if lstm:
             h, c = step(x[:, t], (h, c))
             c.retain_grad()
             cs.append(c)
+        else:
+            h = step(x[:, t], h)
         h.retain_grad()
         hs.append(h)
     out = torch.stack(hs, dim=1)  # (B, T, H)
@@ -141,13 +166,13 @@ def unrolled(cell, readout, loss_kind):
         loss=loss.item(),
         y=y.detach(),
         h_n=h.detach(),
-        c_n=None if cell == "rnn" else c.detach(),
+        c_n=c.detach() if lstm else None,
         grads=[p.grad for p in params],
         dx=x.grad,
         dh0=h0.grad,
-        dc0=None if cell == "rnn" else c0.grad,
+        dc0=c0.grad if lstm else None,
         dh_norm=torch.tensor([ht.grad.norm(dim=1).mean().item() for ht in hs]),
-        dc_norm=None if cell == "rnn" else torch.tensor([ct.grad.norm(dim=1).mean().item() for ct in cs]),
+        dc_norm=torch.tensor([ct.grad.norm(dim=1).mean().item() for ct in cs]) if lstm else None,
     )
 
 
@@ -182,7 +207,8 @@ def emit(const, cell, readout, loss_kind):
     unr = unrolled(cell, readout, loss_kind)
     check_same(ref, unr)
     ind = "        "
-    print(f"/// {cell.upper()}, head on the {readout} step, {'MSE' if loss_kind == 'mse' else 'cross-entropy'}.")
+    name = {"rnn": "RNN", "rnn-relu": "ReLU RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
+    print(f"/// {name}, head on the {readout} step, {'MSE' if loss_kind == 'mse' else 'cross-entropy'}.")
     print(f"pub const {const}: Case = Case {{")
     print(f"    loss: {ref['loss']!r},")
     print(f"    y: {rust_slice(ref['y'], '    ')},")
@@ -206,3 +232,7 @@ emit("RNN_LAST_MSE", "rnn", "last", "mse")
 emit("LSTM_LAST_MSE", "lstm", "last", "mse")
 emit("LSTM_EVERY_CE", "lstm", "every", "ce")
 emit("RNN_EVERY_CE", "rnn", "every", "ce")
+print("// GRU (gate blocks r, z, n) and the ReLU RNN; the unroll matched nn.GRU / nn.RNN to 1e-12.")
+emit("GRU_LAST_MSE", "gru", "last", "mse")
+emit("GRU_EVERY_CE", "gru", "every", "ce")
+emit("RNN_RELU_LAST_MSE", "rnn-relu", "last", "mse")

@@ -3,12 +3,13 @@
 Usage (from the repository root, after `cargo build --release` and `pip install torch safetensors`):
     python tests/reference/torch_interop.py
 
-1. rnnlab trains a small LSTM and an RNN briefly and saves checkpoints; PyTorch loads them with
+1. rnnlab trains a small LSTM, RNN, GRU and ReLU RNN (IRNN) briefly and saves checkpoints; PyTorch loads them with
    `load_state_dict` (strict), replays the batch rnnlab dumped, and compares the loss, every
    parameter gradient (`grads.safetensors`) and the per-timestep probe ‖∂L/∂h_t‖
    (`grad_norms.csv`) with autograd.
 2. PyTorch saves a randomly initialised model with `safetensors.torch.save_file`; rnnlab probes
-   it from that file, and the numbers are compared the same way.
+   it from that file, and the numbers are compared the same way. (Such a file has no rnnlab
+   metadata: for nn.RNN(nonlinearity='relu') `--model rnn-relu` tells rnnlab which RNN it is.)
 Exits non-zero on any mismatch.
 """
 import csv, os, subprocess, sys, tempfile
@@ -18,13 +19,26 @@ from safetensors.torch import load_file, save_file
 RNNLAB = os.environ.get("RNNLAB", "target/release/rnnlab")
 
 
+def layer(kind, I, H):
+    """The recurrent layer of rnnlab's `--model kind`."""
+    if kind in ("rnn", "rnn-relu"):
+        return torch.nn.RNN(I, H, nonlinearity="relu" if kind == "rnn-relu" else "tanh", batch_first=True)
+    return {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](I, H, batch_first=True)
+
+
+def step_cell(kind, I, H):
+    """The single-step cell with the same parameters."""
+    if kind in ("rnn", "rnn-relu"):
+        return torch.nn.RNNCell(I, H, nonlinearity="relu" if kind == "rnn-relu" else "tanh")
+    return {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[kind](I, H)
+
+
 class Net(torch.nn.Module):
-    """nn.RNN / nn.LSTM with a linear head, with rnnlab's state-dict names."""
+    """nn.RNN / nn.LSTM / nn.GRU with a linear head, with rnnlab's state-dict names."""
 
     def __init__(self, kind, I, H, O):
         super().__init__()
-        cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}[kind]
-        self.rnn = cls(I, H, batch_first=True)
+        self.rnn = layer(kind, I, H)
         self.head = torch.nn.Linear(H, O)
 
     # state dict keys: weight_ih_l0 ... head.weight head.bias
@@ -42,7 +56,7 @@ def torch_probe(kind, sd, x, y, I, H, O):
     """Loss, parameter gradients and ‖∂L/∂h_t‖ (mean over batch) by autograd, in float64."""
     net = Net(kind, I, H, O).double()
     net.load_rnnlab({k: v.double() for k, v in sd.items()})
-    cell = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell}[kind](I, H).double()
+    cell = step_cell(kind, I, H).double()
     cell.load_state_dict({k[:-3]: v for k, v in net.rnn.state_dict().items()})
     B, T, _ = x.shape
     h = torch.zeros(B, H, dtype=torch.float64)
@@ -98,15 +112,16 @@ def check(kind, ckpt, workdir):
 def main():
     ok = True
     with tempfile.TemporaryDirectory() as d:
-        for kind in ["lstm", "rnn"]:
+        # (`--model irnn` trains the ReLU RNN from the IRNN initialisation; its checkpoint says rnn-relu)
+        for kind, train_as in [("lstm", "lstm"), ("rnn", "rnn"), ("gru", "gru"), ("rnn-relu", "irnn")]:
             ckpt = os.path.join(d, f"{kind}.safetensors")
-            subprocess.run([RNNLAB, "train", "--task", "adding", "--model", kind, "--seq-len", "30", "--hidden", "16",
+            subprocess.run([RNNLAB, "train", "--task", "adding", "--model", train_as, "--seq-len", "30", "--hidden", "16",
                             "--steps", "50", "--out", os.path.join(d, f"train-{kind}"), "--save", ckpt],
                            check=True, stdout=subprocess.DEVNULL)
-            # 1. rnnlab -> PyTorch: strict load_state_dict into nn.LSTM/nn.RNN + nn.Linear
+            # 1. rnnlab -> PyTorch: strict load_state_dict into nn.LSTM/nn.RNN/nn.GRU + nn.Linear
             net = Net(kind, 2, 16, 1)
             net.load_rnnlab(load_file(ckpt))
-            print(f"rnnlab {kind} checkpoint loaded into torch.nn.{kind.upper()} + torch.nn.Linear")
+            print(f"rnnlab {kind} checkpoint loaded into torch.nn.{type(net.rnn).__name__} + torch.nn.Linear")
             ok &= check(kind, ckpt, d)
             # 2. PyTorch -> rnnlab: a fresh torch model saved with safetensors
             torch.manual_seed(1)
