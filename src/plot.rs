@@ -1530,14 +1530,14 @@ fn prepare_line_chart(
         Axis::linear(y_lo, y_hi, 6, None)
     };
     for (h, y) in chart.hlines.iter().zip(&hlines) {
-        if let Some(y) = y {
-            if *y < ya.lo || *y > ya.hi {
-                notes.push(format!(
-                    "Reference line {} at y = {} is outside the y range.",
-                    name_of(&h.label),
-                    fmt_plain(h.y)
-                ));
-            }
+        if let Some(y) = y
+            && (*y < ya.lo || *y > ya.hi)
+        {
+            notes.push(format!(
+                "Reference line {} at y = {} is outside the y range.",
+                name_of(&h.label),
+                fmt_plain(h.y)
+            ));
         }
     }
     for (v, x) in chart.vlines.iter().zip(&vlines) {
@@ -2045,17 +2045,17 @@ fn prepare_heatmap(h: &Heatmap) -> Result<PreparedHeatmap> {
     let (vmin, vmax) = match h.value_range {
         Some(r) => {
             let r = plot_range(r, false, "value")?;
-            if let Some((a, b)) = data {
-                if a < r.0 || b > r.1 {
-                    notes.push(format!(
-                        "Values outside the colour scale {} to {} are drawn with its end colours \
+            if let Some((a, b)) = data
+                && (a < r.0 || b > r.1)
+            {
+                notes.push(format!(
+                    "Values outside the colour scale {} to {} are drawn with its end colours \
                          (data range {} to {}).",
-                        fmt_plain(r.0),
-                        fmt_plain(r.1),
-                        fmt_plain(a),
-                        fmt_plain(b)
-                    ));
-                }
+                    fmt_plain(r.0),
+                    fmt_plain(r.1),
+                    fmt_plain(a),
+                    fmt_plain(b)
+                ));
             }
             r
         }

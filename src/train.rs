@@ -106,10 +106,10 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if let Some(a) = self.target_accuracy {
-            if !(0.0..=1.0).contains(&a) {
-                bail!("--target-accuracy {a} is invalid: it must be between 0 and 1");
-            }
+        if let Some(a) = self.target_accuracy
+            && !(0.0..=1.0).contains(&a)
+        {
+            bail!("--target-accuracy {a} is invalid: it must be between 0 and 1");
         }
         if !self.init.forget_bias.is_finite() {
             bail!(

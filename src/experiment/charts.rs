@@ -363,23 +363,23 @@ fn losses(dir: &Path, task: &str) -> Result<PathBuf> {
                 series.push(Series::new(format!("T = {t}"), points, palette(k)));
             }
             // The copy baseline depends on T; the adding baseline does not.
-            if let Some(a) = acc.iter().find(|a| a.seq_len == t) {
-                if task == "copy" || k == 0 {
-                    let label = if task == "copy" {
-                        format!("baseline T = {t}: {:.3}", a.baseline_loss)
+            if let Some(a) = acc.iter().find(|a| a.seq_len == t)
+                && (task == "copy" || k == 0)
+            {
+                let label = if task == "copy" {
+                    format!("baseline T = {t}: {:.3}", a.baseline_loss)
+                } else {
+                    format!("baseline (answer 1): {:.3}", a.baseline_loss)
+                };
+                hlines.push(HLine::new(
+                    label,
+                    a.baseline_loss,
+                    if task == "copy" {
+                        palette(k)
                     } else {
-                        format!("baseline (answer 1): {:.3}", a.baseline_loss)
-                    };
-                    hlines.push(HLine::new(
-                        label,
-                        a.baseline_loss,
-                        if task == "copy" {
-                            palette(k)
-                        } else {
-                            Color::GREY
-                        },
-                    ));
-                }
+                        Color::GREY
+                    },
+                ));
             }
         }
         panels.push(LineChart {

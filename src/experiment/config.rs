@@ -185,10 +185,10 @@ pub fn list() -> Vec<(String, String)> {
     if let Ok(dir) = std::fs::read_dir("experiments") {
         for entry in dir.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                if let (Some(stem), Ok(text)) = (path.file_stem(), std::fs::read_to_string(&path)) {
-                    out.insert(stem.to_string_lossy().into_owned(), describe(&text));
-                }
+            if path.extension().is_some_and(|e| e == "toml")
+                && let (Some(stem), Ok(text)) = (path.file_stem(), std::fs::read_to_string(&path))
+            {
+                out.insert(stem.to_string_lossy().into_owned(), describe(&text));
             }
         }
     }
