@@ -285,6 +285,7 @@ fn best_ms(warmup: usize, rounds: usize, mut f: impl FnMut()) -> f64 {
 
 /// Times training steps of one configuration.
 pub fn measure(config: &BenchConfig, threads: usize, warmup: usize, steps: usize) -> BenchRow {
+    let _flush = crate::fpu::FlushSubnormals::new(); // as in training
     let mut bench = StepBench::new(config, threads);
     let ms = median_ms(warmup, steps, || {
         bench.step();

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod experiment;
+pub mod fpu;
 pub mod fsutil;
 pub mod gradcheck;
 pub mod head;

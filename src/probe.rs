@@ -31,6 +31,7 @@ pub struct ProbeReport {
 
 /// One forward/backward pass of `model` on `batch` in f64.
 pub fn run(model: &Model<f32>, batch: &Batch) -> ProbeReport {
+    let _flush = crate::fpu::FlushSubnormals::new();
     let m64: Model<f64> = model.cast();
     let x = batch.x.mapv(f64::from);
     let fwd = m64.forward(x.view(), &m64.zero_state(x.dim().1));

@@ -244,6 +244,7 @@ pub fn train(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrainResult> {
     cfg.validate()?;
+    let _flush = crate::fpu::FlushSubnormals::new(); // vanished gradients stay fast
     let start = Instant::now();
     let mut train_rng = data_rng(cfg.data_seed, 0);
     let held_out = eval_set(task, cfg);

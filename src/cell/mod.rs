@@ -243,7 +243,10 @@ pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {
         let job = &job;
         rayon::scope(|s| {
             for item in items {
-                s.spawn(move |_| job(item));
+                s.spawn(move |_| {
+                    let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
+                    job(item)
+                });
             }
         });
     }

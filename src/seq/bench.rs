@@ -29,6 +29,7 @@ pub fn step_ms(
     warmup: usize,
     steps: usize,
 ) -> f64 {
+    let _flush = crate::fpu::FlushSubnormals::new(); // as in training
     let spec = file.synthetic_model();
     let (vocab, classes) = (spec.vocab(), spec.classes());
     let mut model = Classifier::<f32>::new(spec, 0);

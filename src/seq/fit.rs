@@ -122,6 +122,7 @@ pub fn fit(
     cfg: &FitConfig,
     on_event: &mut dyn FnMut(FitEvent),
 ) -> FitResult {
+    let _flush = crate::fpu::FlushSubnormals::new(); // vanished gradients stay fast
     let start = Instant::now();
     let mut order_rng = stream(cfg.seed, 1);
     let mut dropout_rng = stream(cfg.seed, 2);

@@ -96,7 +96,10 @@ pub fn forward<F: Real>(
         Some(p) if threads >= 2 => {
             let (f, r) = rayon::join(
                 || run_forward(threads / 2),
-                || run_reverse(p, threads - threads / 2),
+                || {
+                    let _flush = crate::fpu::FlushSubnormals::new(); // maybe another thread
+                    run_reverse(p, threads - threads / 2)
+                },
             );
             (f, Some(r))
         }
@@ -190,7 +193,10 @@ pub fn backward<F: Real>(
         (Some(rc), Some(rp), Some(dr)) if threads >= 2 => {
             let (f, r) = rayon::join(
                 || back(&w.forward, fwd, &dh_fwd, threads / 2),
-                || back(rp, rc, dr, threads - threads / 2),
+                || {
+                    let _flush = crate::fpu::FlushSubnormals::new(); // maybe another thread
+                    back(rp, rc, dr, threads - threads / 2)
+                },
             );
             (f, Some(r))
         }
