@@ -58,8 +58,11 @@ pub struct TensorCheck {
 }
 
 impl TensorCheck {
+    /// Within tolerance, and not vacuous: a gradient that is zero everywhere (dead ReLU
+    /// units, a disconnected tensor) would agree with any finite difference of zero and
+    /// check nothing, so it fails.
     pub fn passed(&self) -> bool {
-        self.max_rel_error <= TOLERANCE
+        self.max_rel_error <= TOLERANCE && self.max_abs_grad > 0.0
     }
 }
 
@@ -245,5 +248,11 @@ mod tests {
         let n = ndarray::arr1(&[1.01, -2.0, 0.5]).into_dyn();
         assert!(!compare("w", a.view(), n.view()).passed());
         assert!(compare("w", a.view(), a.view()).passed());
+    }
+
+    #[test]
+    fn an_all_zero_gradient_checks_nothing_and_fails() {
+        let z = ndarray::Array1::<f64>::zeros(3).into_dyn();
+        assert!(!compare("dead", z.view(), z.view()).passed());
     }
 }
