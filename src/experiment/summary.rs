@@ -150,45 +150,50 @@ fn gradient_section(md: &mut String, cfg: &VanishingConfig, rows: &[GradRow]) ->
         } else {
             "After training"
         };
-        let mut parts = Vec::new();
+        let mut lines = Vec::new();
         for model in MODEL_ORDER {
             let mine: Vec<&GradRow> = here.iter().copied().filter(|r| r.model == model).collect();
             if let (Some(a), Some(b)) = (ratio_at(&mine, mid), ratio_at(&mine, t_len - 1)) {
                 let step = mine[0].step;
                 let per_step = b.powf(1.0 / (t_len - 1) as f64);
-                parts.push(format!(
-                    "the {}'s gradient (step {step}) is {} of its value at the loss at distance {mid} and {} at distance {} \
-                     (a factor {per_step:.3} per step on average)",
+                let mut line = format!(
+                    "{} (step {step}): {} of the gradient at the loss at distance {mid}, {} at distance {} \
+                     (a factor {per_step:.3} per step on average).",
                     model_label(model),
                     sci(a),
                     sci(b),
                     t_len - 1
-                ));
+                );
                 if let Some(sigma) = mine[0].sigma_max {
                     let verdict = if sigma < 1.0 {
-                        "below 1, so the bound alone guarantees that the gradient vanishes"
+                        "below 1: Pascanu et al.'s sufficient condition for vanishing holds, and the bound alone guarantees it"
                             .to_string()
                     } else {
                         format!(
-                            "not below 1, so the bound (dashed; {} at d = {}) does not force vanishing by itself",
+                            "not below 1: Pascanu et al.'s sufficient condition for vanishing does not hold, and the bound (dashed; {} at d = {}) \
+                             does not force vanishing by itself",
                             sci(sigma.powi(t_len as i32 - 1)),
                             t_len - 1
                         )
                     };
-                    let rho = mine[0].spectral_radius.map_or(String::new(), |r| {
-                        format!(
-                            ". For comparison, the spectral radius ρ(W_hh) = {r:.3} is the rate at which ‖W_hhᵏ‖ shrinks or grows in the long run, \
-                             and tanh' = 1 − h² ≤ 1 shrinks each step further; the measured rate is {per_step:.3} per step"
-                        )
-                    });
-                    parts.push(format!(
-                        "the RNN's largest singular value σ_max(W_hh) = {sigma:.3}: Pascanu et al.'s sufficient condition for vanishing, γσ_max < 1 with γ = 1 (|tanh'| ≤ 1), is {verdict}{rho}"
+                    line.push_str(&format!(
+                        " Its largest singular value σ_max(W_hh) = {sigma:.3}, so γσ_max (γ = 1 bounds |tanh'|) is {verdict}."
                     ));
+                    if let Some(r) = mine[0].spectral_radius {
+                        line.push_str(&format!(
+                            " The spectral radius ρ(W_hh) = {r:.3} is the rate at which ‖W_hhᵏ‖ shrinks or grows in the long run, \
+                             and tanh' = 1 − h² ≤ 1 shrinks each step further: the measured rate is {per_step:.3} per step."
+                        ));
+                    }
                 }
+                lines.push(line);
             }
         }
-        if !parts.is_empty() {
-            writeln!(md, "- {when}: {}.", parts.join("; "))?;
+        if !lines.is_empty() {
+            writeln!(md, "- {when}:")?;
+            for line in lines {
+                writeln!(md, "  - {line}")?;
+            }
         }
     }
     writeln!(
