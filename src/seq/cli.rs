@@ -105,7 +105,7 @@ pub struct FitArgs {
     /// Threads per training step [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Output folder for history.csv, history.png, best.safetensors and run.json
+    /// Output folder for history.csv, history.png, best.safetensors, run.json (and vocab.txt for CSV data)
     /// [default: plots/fit/PRESET-CELL-DATA].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

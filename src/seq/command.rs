@@ -201,8 +201,13 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         );
     }
     println!(
-        "wrote {}/history.csv, history.png, best.safetensors, run.json",
-        out.display()
+        "wrote {}/history.csv, history.png, best.safetensors, run.json{}",
+        out.display(),
+        if data.words.is_some() {
+            ", vocab.txt"
+        } else {
+            ""
+        }
     );
     if let FitOutcome::Diverged { epoch, what } = &result.outcome {
         bail!(
