@@ -115,6 +115,46 @@ fn quick_vanishing_writes_every_chart_and_shows_the_vanishing_gradient() {
         (z0 - 0.5).abs() < 0.05 && z1 > z0 + 0.1,
         "GRU update gate {z0} → {z1}"
     );
+    // The saved checkpoints and probe batch reproduce the chart's numbers with `rnnlab probe`
+    // (the same files load into PyTorch: tests/reference/torch_interop.py).
+    let probes = tempfile::tempdir().unwrap();
+    for model in ["rnn", "lstm", "gru"] {
+        for panel in ["init", "trained"] {
+            let ckpt = out.join(format!("checkpoints/{model}_{panel}.safetensors"));
+            let probe_out = probes.path().join(format!("{model}_{panel}"));
+            #[rustfmt::skip]
+            let run = rnnlab(
+                &["probe", "--task", "adding", "--model", model, "--seq-len", "30", "--hidden", "32",
+                  "--checkpoint", ckpt.to_str().unwrap(),
+                  "--batch-file", out.join("checkpoints/probe_batch.safetensors").to_str().unwrap(),
+                  "--out", probe_out.to_str().unwrap()],
+                tmp.path(),
+            );
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            let csv_text = std::fs::read_to_string(probe_out.join("grad_norms.csv")).unwrap();
+            let mut r = csv::Reader::from_reader(csv_text.as_bytes());
+            let replayed: Vec<(usize, f64)> = r
+                .records()
+                .map(|rec| rec.unwrap())
+                .map(|rec| (rec[1].parse().unwrap(), rec[2].parse().unwrap()))
+                .collect();
+            let mut charted = profile(&grads, panel, model);
+            charted.sort_by_key(|p| std::cmp::Reverse(p.0));
+            assert_eq!(replayed.len(), charted.len(), "{model} {panel}");
+            for ((d1, a), (d2, b)) in replayed.iter().zip(&charted) {
+                assert_eq!(d1, d2);
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs(),
+                    "{model} {panel} d={d1}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         summary.contains("grad_vs_distance.png")

@@ -11,6 +11,8 @@ use super::data::{AccuracyRow, GradRow, HeatRow, LossRow, MemoryRow};
 use super::run::{self, RunResult, RunSpec};
 use crate::params::CellKind;
 use crate::report::write_csv;
+use crate::tasks::make_task;
+use crate::{checkpoint, train};
 use anyhow::Result;
 use std::path::Path;
 
@@ -94,6 +96,7 @@ pub fn run(cfg: &VanishingConfig, dir: &Path, jobs: usize) -> Result<Vec<serde_j
     let results = run::run_all(&specs, jobs)?;
     let runs: Vec<Planned> = roles.into_iter().zip(results).collect();
     write_data(dir, cfg, &runs)?;
+    write_checkpoints(dir, &runs)?;
     Ok(runs
         .iter()
         .map(|(role, r)| {
@@ -103,6 +106,41 @@ pub fn run(cfg: &VanishingConfig, dir: &Path, jobs: usize) -> Result<Vec<serde_j
             j
         })
         .collect())
+}
+
+/// Writes what the gradient charts can be recomputed from, by `rnnlab probe` or by PyTorch
+/// (`tests/reference/torch_interop.py`): in `checkpoints/`, the probe batch
+/// (`probe_batch.safetensors`) and each probed model at initialisation and at its last probe
+/// (`{model}_init.safetensors`, `{model}_trained.safetensors`, PyTorch names). Probing a
+/// checkpoint on the batch gives the `init` / `trained` rows of `grad_vs_distance.csv`.
+fn write_checkpoints(dir: &Path, runs: &[Planned]) -> Result<()> {
+    let ckpt = dir.join("checkpoints");
+    for (_, r) in runs.iter().filter(|(role, _)| role.probe) {
+        let spec = &r.spec;
+        let task = make_task(&spec.task, spec.seq_len, spec.copy_len)?;
+        if !ckpt.exists() {
+            std::fs::create_dir_all(&ckpt)?;
+            train::probe_batch(task.as_ref(), spec.train.data_seed, spec.train.probe_size)
+                .save(&ckpt.join("probe_batch.safetensors"))?;
+        }
+        let model = spec.train.cell.name();
+        let init = train::new_model(task.as_ref(), &spec.train);
+        let save = |m, which| {
+            checkpoint::save(
+                &ckpt.join(format!("{model}_{which}.safetensors")),
+                m,
+                &spec.task,
+                spec.seq_len,
+            )
+        };
+        save(&init, "init")?;
+        // The trained panel is the last probe; it is of the final model unless the run
+        // diverged (then the last finite model was probed, and no checkpoint matches it).
+        if r.train.probes.last().map(|p| p.step) == Some(r.train.losses.len()) {
+            save(&r.train.model, "trained")?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the CSVs every chart is drawn from.

@@ -10,6 +10,10 @@ Usage (from the repository root, after `cargo build --release` and `pip install 
 2. PyTorch saves a randomly initialised model with `safetensors.torch.save_file`; rnnlab probes
    it from that file, and the numbers are compared the same way. (Such a file has no rnnlab
    metadata: for nn.RNN(nonlinearity='relu') `--model rnn-relu` tells rnnlab which RNN it is.)
+3. `python tests/reference/torch_interop.py --experiment plots/vanishing`: every checkpoint an
+   experiment saved (`checkpoints/{model}_{init,trained}.safetensors`) is loaded into PyTorch,
+   the saved probe batch replayed, and ‖∂L/∂h_t‖ by autograd compared with the experiment's
+   `grad_vs_distance.csv` — the numbers on the chart.
 Exits non-zero on any mismatch.
 """
 import csv, os, subprocess, sys, tempfile
@@ -109,7 +113,33 @@ def check(kind, ckpt, workdir):
     return ok
 
 
+def check_experiment(folder):
+    """The probe rows of an experiment's grad_vs_distance.csv against autograd on its checkpoints."""
+    b = load_file(os.path.join(folder, "checkpoints", "probe_batch.safetensors"))
+    x, y = b["x"].double(), b["y"].double()
+    with open(os.path.join(folder, "grad_vs_distance.csv")) as f:
+        rows = list(csv.DictReader(f))
+    ok = True
+    for panel in ("init", "trained"):
+        for kind in ("rnn", "lstm", "gru"):
+            ckpt = os.path.join(folder, "checkpoints", f"{kind}_{panel}.safetensors")
+            if not os.path.exists(ckpt):
+                continue
+            sd = load_file(ckpt)
+            I, H, O = sd["weight_ih_l0"].shape[1], sd["weight_hh_l0"].shape[1], sd["head.weight"].shape[0]
+            _, _, probe = torch_probe(kind, sd, x, y, I, H, O)
+            charted = sorted(((int(r["t"]), float(r["dh_norm"])) for r in rows
+                              if r["panel"] == panel and r["model"] == kind))
+            print(f"{kind} {panel}: ‖∂L/∂h_t‖ at the loss {probe[-1]:.4e}, at t = 0 {probe[0]:.4e} (torch)")
+            ok &= compare("dh_norm", [v for _, v in charted], probe, 1e-9)
+    return ok
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--experiment":
+        ok = check_experiment(sys.argv[2])
+        print("all match" if ok else "MISMATCH")
+        sys.exit(0 if ok else 1)
     ok = True
     with tempfile.TemporaryDirectory() as d:
         # (`--model irnn` trains the ReLU RNN from the IRNN initialisation; its checkpoint says rnn-relu)
