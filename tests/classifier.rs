@@ -4,16 +4,8 @@
 //! `rnnlab experiment seed-classifier --quick` (every chart and CSV, the LSTM beats the RNN,
 //! the CSVs do not depend on --jobs, `rnnlab plot` redraws the same summary).
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn rnnlab(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::rnnlab;
 
 fn data(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -1,16 +1,8 @@
 //! The command line as a user meets it: every bad input gives one clear error line naming the
 //! value, exit status 2, no panic and no file left behind; good commands write what they say.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn rnnlab(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::rnnlab;
 
 /// Asserts a usage error: exit 2, exactly one stderr line containing `expect`, nothing written.
 fn assert_usage_error(args: &[&str], expect: &str) {

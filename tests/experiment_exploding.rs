@@ -5,15 +5,9 @@
 //! value turns the step, clipping by norm does not. `rnnlab plot` redraws from the CSVs.
 
 use std::path::Path;
-use std::process::Command;
 
-fn rnnlab(args: &[&str], cwd: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::rnnlab;
 
 const CHARTS: [&str; 5] = [
     "scales",

@@ -2,16 +2,8 @@
 //! temporary folder: every chart and its CSV are there, the numbers say what they should, and
 //! the CSVs are byte-identical whatever `--jobs` is. `rnnlab plot` redraws from the CSVs.
 
-use std::path::Path;
-use std::process::Command;
-
-fn rnnlab(args: &[&str], cwd: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::rnnlab;
 
 const CHARTS: [&str; 9] = [
     "grad_vs_distance",
