@@ -184,15 +184,10 @@ mod avx512 {
                     let c_t = unsafe { c.offset(i0 as isize * c_rs).add(j0) };
                     let args = (kc, a_t, t_rs, t_ks, b_t, t_b_rs, c_t, c_rs, m0, m1, acc);
                     unsafe {
-                        match rows {
-                            8 => tile::<8>(args),
-                            7 => tile::<7>(args),
-                            6 => tile::<6>(args),
-                            5 => tile::<5>(args),
-                            4 => tile::<4>(args),
-                            3 => tile::<3>(args),
-                            2 => tile::<2>(args),
-                            _ => tile::<1>(args),
+                        if cols == NR {
+                            tile_rows::<true>(rows, args)
+                        } else {
+                            tile_rows::<false>(rows, args)
                         }
                     }
                     i0 += MR;
@@ -233,11 +228,53 @@ mod avx512 {
         bool,
     );
 
-    /// One R × 32 tile of C: R·2 accumulator registers, B's row loaded as two vectors, A's
-    /// entries broadcast. The sum over p runs in increasing order.
+    /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile_rows<const FULL: bool>(rows: usize, args: TileArgs) {
+        unsafe {
+            match rows {
+                8 => tile::<8, FULL>(args),
+                7 => tile::<7, FULL>(args),
+                6 => tile::<6, FULL>(args),
+                5 => tile::<5, FULL>(args),
+                4 => tile::<4, FULL>(args),
+                3 => tile::<3, FULL>(args),
+                2 => tile::<2, FULL>(args),
+                _ => tile::<1, FULL>(args),
+            }
+        }
+    }
+
+    /// B's row p as two vectors: plain loads for a full 32-column tile (`FULL`; the masks are
+    /// then all ones), masked loads at the right edge. A masked load costs an extra uop on
+    /// the ports the FMAs use, so the full tiles, nearly all of them, avoid it; the values
+    /// are the same either way.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_pair<const FULL: bool>(
+        row: *const f32,
+        m0: __mmask16,
+        m1: __mmask16,
+    ) -> (__m512, __m512) {
+        unsafe {
+            if FULL {
+                (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)))
+            } else {
+                (
+                    _mm512_maskz_loadu_ps(m0, row),
+                    _mm512_maskz_loadu_ps(m1, row.add(16)),
+                )
+            }
+        }
+    }
+
+    /// One R × 32 tile of C: R·2 accumulator registers, B's row loaded as two vectors, A's
+    /// entries broadcast. The sum over p runs in increasing order. `FULL`: all 32 columns
+    /// exist (m0 = m1 = all ones).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const R: usize, const FULL: bool>(
         (k, a, a_rs, a_ks, b, b_rs, c, c_rs, m0, m1, accumulate): TileArgs,
     ) {
         let mut lo = [_mm512_setzero_ps(); R];
@@ -245,8 +282,7 @@ mod avx512 {
         for p in 0..k as isize {
             unsafe {
                 let b_row = b.offset(p * b_rs);
-                let b0 = _mm512_maskz_loadu_ps(m0, b_row);
-                let b1 = _mm512_maskz_loadu_ps(m1, b_row.add(16));
+                let (b0, b1) = load_pair::<FULL>(b_row, m0, m1);
                 let a_col = a.offset(p * a_ks);
                 for i in 0..R {
                     let av = _mm512_set1_ps(*a_col.offset(i as isize * a_rs));
@@ -260,11 +296,17 @@ mod avx512 {
                 let c_row = c.offset(i as isize * c_rs);
                 let (mut v0, mut v1) = (lo[i], hi[i]);
                 if accumulate {
-                    v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c_row), v0);
-                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c_row.add(16)), v1);
+                    let (c0, c1) = load_pair::<FULL>(c_row, m0, m1);
+                    v0 = _mm512_add_ps(c0, v0);
+                    v1 = _mm512_add_ps(c1, v1);
                 }
-                _mm512_mask_storeu_ps(c_row, m0, v0);
-                _mm512_mask_storeu_ps(c_row.add(16), m1, v1);
+                if FULL {
+                    _mm512_storeu_ps(c_row, v0);
+                    _mm512_storeu_ps(c_row.add(16), v1);
+                } else {
+                    _mm512_mask_storeu_ps(c_row, m0, v0);
+                    _mm512_mask_storeu_ps(c_row.add(16), m1, v1);
+                }
             }
         }
     }
