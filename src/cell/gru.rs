@@ -75,14 +75,7 @@ impl<F: Real> GruCache<F> {
     /// Mean update-gate activation z over batch and units, per timestep: (T). The share of
     /// h_{t−1} that h_t keeps (∂h_t/∂h_{t−1} contains diag(z)).
     pub fn update_gate_mean(&self) -> Vec<f64> {
-        let h = self.hs.dim().2;
-        self.gates
-            .outer_iter()
-            .map(|g| {
-                let z = g.slice(s![.., h..2 * h]);
-                z.iter().map(|v| v.f64()).sum::<f64>() / z.len() as f64
-            })
-            .collect()
+        super::gate_mean(&self.gates, self.hs.dim().2, 1)
     }
 }
 

@@ -39,7 +39,7 @@ use super::{
 };
 use crate::params::LayerParams;
 use crate::real::Real;
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, s};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 
 /// What the LSTM's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
@@ -59,14 +59,7 @@ pub struct LstmCache<F> {
 impl<F: Real> LstmCache<F> {
     /// Mean forget-gate activation over batch and units, per timestep: (T).
     pub fn forget_gate_mean(&self) -> Vec<f64> {
-        let h = self.hs.dim().2;
-        self.gates
-            .outer_iter()
-            .map(|g| {
-                let f = g.slice(s![.., h..2 * h]);
-                f.iter().map(|v| v.f64()).sum::<f64>() / f.len() as f64
-            })
-            .collect()
+        super::gate_mean(&self.gates, self.hs.dim().2, 1)
     }
 }
 

@@ -307,6 +307,19 @@ pub(crate) fn mean_norms(sq: &[f64], batch: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Mean activation of gate block `block` (0-based, H units wide) over batch and units, per
+/// timestep: `gates` (T, B, G·H) → (T). The LSTM's forget gate is block 1 of [i f g o], the
+/// GRU's update gate block 1 of [r z …].
+pub(crate) fn gate_mean<F: Real>(gates: &Array3<F>, hidden: usize, block: usize) -> Vec<f64> {
+    gates
+        .outer_iter()
+        .map(|g| {
+            let gate = g.slice(ndarray::s![.., block * hidden..(block + 1) * hidden]);
+            gate.iter().map(|v| v.f64()).sum::<f64>() / gate.len() as f64
+        })
+        .collect()
+}
+
 /// The weight gradients of all timesteps in one product, after the backward loop, plus ∂L/∂x
 /// if asked for. `da`: (T·B, G·H), the pre-activation gradients of every step; `hs`: (T+1, B, H)
 /// (only h₀ … h_{T−1} are read); `x`: (T, B, I).
