@@ -92,16 +92,30 @@ pub fn serialize_tensors<F: Real>(
     Ok(safetensors::serialize(views, Some(meta))?)
 }
 
-/// Reads a checkpoint. `readout` is used when the file does not record one (PyTorch files).
-pub fn load(path: &Path, readout: Readout) -> Result<(Model<f32>, CheckpointInfo)> {
+/// The bytes of the checkpoint file at `path` (the error names it).
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))
+}
+
+/// The tensors and the metadata of checkpoint bytes read from `path` (for the messages).
+pub(crate) fn parse<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
     let shown = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {shown}"))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
         anyhow!("checkpoint {shown} is not a valid safetensors file ({e}); is it truncated?")
     })?;
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("checkpoint {shown}: {e}"))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+        SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("checkpoint {shown}: {e}"))?;
+    Ok((st, header.metadata().clone().unwrap_or_default()))
+}
+
+/// Reads a checkpoint. `readout` is used when the file does not record one (PyTorch files).
+pub fn load(path: &Path, readout: Readout) -> Result<(Model<f32>, CheckpointInfo)> {
+    let shown = path.display();
+    let bytes = read_bytes(path)?;
+    let (st, meta) = parse(path, &bytes)?;
 
     let missing: Vec<&str> = NAMES
         .iter()

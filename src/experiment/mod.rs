@@ -39,6 +39,24 @@ pub struct Options {
     pub sets: Vec<(String, String)>,
 }
 
+impl Options {
+    /// `--jobs`, or every core when not given; 0 is an error.
+    pub fn jobs(&self) -> Result<usize> {
+        let jobs = self
+            .jobs
+            .unwrap_or_else(crate::experiment::run::available_cores);
+        anyhow::ensure!(jobs >= 1, "--jobs 0 is invalid: it must be at least 1");
+        Ok(jobs)
+    }
+
+    /// `--out`, or `plots/NAME`.
+    pub fn out_dir(&self, name: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| Path::new("plots").join(name))
+    }
+}
+
 /// Loads experiment `name` with the options applied, printing what is overridden.
 pub fn load(name: &str, opts: &Options) -> Result<(ExperimentConfig, config::Source)> {
     let (source, text) = config::find(name)?;
@@ -64,14 +82,8 @@ pub fn execute(
     source: &config::Source,
     opts: &Options,
 ) -> Result<PathBuf> {
-    let jobs = opts
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!(jobs >= 1, "--jobs 0 is invalid: it must be at least 1");
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("plots").join(name));
+    let jobs = opts.jobs()?;
+    let out = opts.out_dir(name);
     let staged = StagedDir::new(&out)?;
     let effective = toml::to_string(cfg)?;
     std::fs::write(staged.path().join("config.toml"), &effective)?;

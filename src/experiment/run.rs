@@ -28,6 +28,11 @@ pub struct RunSpec {
     pub variant: String,
 }
 
+/// The number of cores: the default of `--jobs` and `--threads`.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl RunSpec {
     /// Rough cost of one training step, for scheduling and the progress bar: timesteps ×
     /// gate blocks × H².

@@ -4,9 +4,8 @@
 //! rebuilds the model. Other metadata (epoch, validation loss, data) is free-form.
 
 use super::model::{Classifier, ModelSpec};
-use crate::checkpoint::{read_tensor, serialize_tensors};
-use anyhow::{Context, Result, anyhow, bail};
-use safetensors::SafeTensors;
+use crate::checkpoint::{parse, read_bytes, read_tensor, serialize_tensors};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 /// Writes `model` and `metadata` to `path` (atomically).
@@ -23,13 +22,8 @@ pub fn save(path: &Path, model: &Classifier<f32>, metadata: &[(&str, String)]) -
 /// Reads a classifier checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Classifier<f32>> {
     let shown = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {shown}"))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        anyhow!("checkpoint {shown} is not a valid safetensors file ({e}); is it truncated?")
-    })?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("checkpoint {shown}: {e}"))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let bytes = read_bytes(path)?;
+    let (st, meta) = parse(path, &bytes)?;
     let spec: ModelSpec = match meta.get("rnnlab.model") {
         Some(json) => serde_json::from_str(json)
             .with_context(|| format!("checkpoint {shown}: bad rnnlab.model"))?,

@@ -113,7 +113,7 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     let (origin, file) = load_file(args).map_err(usage)?;
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(crate::experiment::run::available_cores);
     if threads == 0 {
         return Err(usage(anyhow!(
             "--threads 0 is invalid: it must be at least 1"

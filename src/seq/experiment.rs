@@ -303,14 +303,8 @@ pub fn load(origin: &str, text: &str, opts: &Options) -> Result<ClassifierFile> 
 /// Runs a loaded experiment and writes its folder; returns it.
 pub fn execute(name: &str, origin: &str, file: ClassifierFile, opts: &Options) -> Result<PathBuf> {
     let e = file.experiment.clone().expect("checked by load");
-    let jobs = opts
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!(jobs >= 1, "--jobs 0 is invalid: it must be at least 1");
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("plots").join(name));
+    let jobs = opts.jobs()?;
+    let out = opts.out_dir(name);
     let staged = StagedDir::new(&out)?;
     std::fs::write(staged.path().join("config.toml"), toml::to_string(&file)?)?;
 
