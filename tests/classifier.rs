@@ -165,12 +165,9 @@ fn quick_seed_classifier_shows_the_lstm_carrying_the_key_and_the_rnn_not() {
         tmp.path().join(out)
     };
     let a = run("1", "a");
-    for chart in ["accuracy_vs_distance", "embedding_grads", "history"] {
-        let png = std::fs::read(a.join(format!("{chart}.png"))).unwrap();
-        assert!(
-            png.starts_with(b"\x89PNG") && png.len() > 10_000,
-            "{chart}.png"
-        );
+    let charts = ["accuracy_vs_distance", "embedding_grads", "history"];
+    common::assert_charts(&a, &charts);
+    for chart in charts {
         assert!(a.join(format!("{chart}.csv")).exists(), "{chart}.csv");
     }
     for f in ["summary.md", "run.json", "config.toml"] {

@@ -55,14 +55,7 @@ fn quick_exploding_shows_explosion_bound_and_clipping() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for chart in CHARTS {
-        let png = std::fs::read(out.join(format!("{chart}.png")))
-            .unwrap_or_else(|_| panic!("{chart}.png missing"));
-        assert!(
-            png.starts_with(b"\x89PNG") && png.len() > 10_000,
-            "{chart}.png"
-        );
-    }
+    common::assert_charts(&out, &CHARTS);
     for f in [
         "scales.csv",
         "spectral_sweep.csv",
