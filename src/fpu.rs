@@ -2,9 +2,9 @@
 //!
 //! A vanishing gradient is, numerically, a stream of ever smaller numbers: after enough
 //! timesteps an RNN's ∂L/∂h_t falls below f32's smallest normal value (1.2e-38) and becomes
-//! *subnormal*. x86 CPUs handle subnormal operands in microcode, 50–100× slower than normal
-//! ones, so a run whose gradient has vanished could take five times as long as the same run
-//! with a healthy gradient (measured: `rnnlab train --task adding --model rnn --seq-len 50
+//! *subnormal*. x86 CPUs handle subnormal operands and results on a slow microcode path, so
+//! a run whose gradient has vanished took up to five times as long as the same run without
+//! subnormals (measured: `rnnlab train --task adding --model rnn --seq-len 50
 //! --steps 1000`, seeds 0/1/2 took 1.5/7.3/4.9 s before this module, 1.4/1.4/1.7 s after).
 //!
 //! [`FlushSubnormals`] sets the CPU's flush-to-zero and denormals-are-zero modes for the
