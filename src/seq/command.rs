@@ -139,16 +139,7 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     let staged = StagedDir::new(&out).map_err(usage)?;
 
     let model = Classifier::<f32>::new(spec.clone(), file.fit.seed);
-    let cfg = FitConfig {
-        batch: file.fit.batch,
-        epochs: file.fit.epochs,
-        lr: file.fit.lr,
-        optimizer: file.fit.optimizer()?,
-        clip: file.fit.clip(),
-        patience: file.fit.patience,
-        seed: file.fit.seed,
-        threads,
-    };
+    let cfg = file.fit.config(file.fit.seed, threads)?;
     println!("rnnlab fit ({origin}): {}", spec.describe());
     println!(
         "{} parameters; {} lr {}, {}, batch {}, up to {} epochs, early stopping {}; seed {}, {threads} thread(s)",

@@ -85,6 +85,20 @@ impl FitSection {
         })
     }
 
+    /// The training settings of one run with `seed` on `threads` threads.
+    pub fn config(&self, seed: u64, threads: usize) -> Result<super::fit::FitConfig> {
+        Ok(super::fit::FitConfig {
+            batch: self.batch,
+            epochs: self.epochs,
+            lr: self.lr,
+            optimizer: self.optimizer()?,
+            clip: self.clip(),
+            patience: self.patience,
+            seed,
+            threads,
+        })
+    }
+
     /// The clipping rule.
     pub fn clip(&self) -> Clip {
         if self.clip == 0.0 {

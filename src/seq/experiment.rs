@@ -16,7 +16,7 @@
 use super::config::{self, ClassifierFile};
 use super::data::{Dataset, synthetic::Synthetic};
 use super::embedding;
-use super::fit::{self, EpochRow, FitConfig, FitEvent, FitResult};
+use super::fit::{self, EpochRow, FitEvent, FitResult};
 use super::model::{Classifier, ModelSpec};
 use crate::experiment::Options;
 use crate::experiment::charts::{model_color, model_label};
@@ -229,16 +229,7 @@ fn run_one(
             .collect::<Vec<_>>()
     };
     let mut grads = profile_rows(&model, "init", 0);
-    let cfg = FitConfig {
-        batch: file.fit.batch,
-        epochs: file.fit.epochs,
-        lr: file.fit.lr,
-        optimizer: file.fit.optimizer()?,
-        clip: file.fit.clip(),
-        patience: file.fit.patience,
-        seed,
-        threads: 1,
-    };
+    let cfg = file.fit.config(seed, 1)?;
     let label = format!("{:<4} seed {seed}", cell.name());
     let result = fit::fit(model, &train, &val, &cfg, &mut |ev| match ev {
         FitEvent::Batch { .. } => on_batch(),
