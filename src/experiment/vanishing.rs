@@ -114,26 +114,31 @@ pub fn run(cfg: &VanishingConfig, dir: &Path, jobs: usize) -> Result<Vec<serde_j
 /// (`{model}_init.safetensors`, `{model}_trained.safetensors`, PyTorch names). Probing a
 /// checkpoint on the batch gives the `init` / `trained` rows of `grad_vs_distance.csv`.
 fn write_checkpoints(dir: &Path, runs: &[Planned]) -> Result<()> {
+    let probed: Vec<&RunResult> = runs
+        .iter()
+        .filter(|(role, _)| role.probe)
+        .map(|(_, r)| r)
+        .collect();
+    let Some(first) = probed.first() else {
+        return Ok(());
+    };
     let ckpt = dir.join("checkpoints");
-    for (_, r) in runs.iter().filter(|(role, _)| role.probe) {
+    std::fs::create_dir_all(&ckpt)?;
+    // Every probed run has the same task, T and data seed (see `plan`), so one batch.
+    let task_of = |spec: &RunSpec| make_task(&spec.task, spec.seq_len, spec.copy_len);
+    let t = &first.spec.train;
+    train::probe_batch(task_of(&first.spec)?.as_ref(), t.data_seed, t.probe_size)
+        .save(&ckpt.join("probe_batch.safetensors"))?;
+    for r in probed {
         let spec = &r.spec;
-        let task = make_task(&spec.task, spec.seq_len, spec.copy_len)?;
-        if !ckpt.exists() {
-            std::fs::create_dir_all(&ckpt)?;
-            train::probe_batch(task.as_ref(), spec.train.data_seed, spec.train.probe_size)
-                .save(&ckpt.join("probe_batch.safetensors"))?;
-        }
-        let model = spec.train.cell.name();
-        let init = train::new_model(task.as_ref(), &spec.train);
-        let save = |m, which| {
-            checkpoint::save(
-                &ckpt.join(format!("{model}_{which}.safetensors")),
-                m,
-                &spec.task,
-                spec.seq_len,
-            )
+        let save = |m: &crate::model::Model<f32>, which: &str| {
+            let name = format!("{}_{which}.safetensors", spec.train.cell.name());
+            checkpoint::save(&ckpt.join(name), m, &spec.task, spec.seq_len)
         };
-        save(&init, "init")?;
+        save(
+            &train::new_model(task_of(spec)?.as_ref(), &spec.train),
+            "init",
+        )?;
         // The trained panel is the last probe; it is of the final model unless the run
         // diverged (then the last finite model was probed, and no checkpoint matches it).
         if r.train.probes.last().map(|p| p.step) == Some(r.train.losses.len()) {
