@@ -234,6 +234,19 @@ pub(crate) fn block_rows(batch: usize, threads: usize) -> usize {
     batch.div_ceil(threads).next_multiple_of(gemm::MR).max(1)
 }
 
+/// `a` and `b` side by side on the rayon pool (`a` on the caller's thread), returning both.
+/// Like [`run_parallel`], the pool thread flushes subnormals as the caller does (MXCSR is
+/// per thread; see [`crate::fpu`]), so results do not depend on which thread ran what.
+pub(crate) fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    rayon::join(a, || {
+        let _flush = crate::fpu::FlushSubnormals::new();
+        b()
+    })
+}
+
 /// Runs `job` once per item, on the rayon pool when there is more than one (the caller's
 /// thread otherwise).
 pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {

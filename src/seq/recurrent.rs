@@ -94,12 +94,9 @@ pub fn forward<F: Real>(
     let (fwd, rev) = match &w.reverse {
         None => (run_forward(threads), None),
         Some(p) if threads >= 2 => {
-            let (f, r) = rayon::join(
+            let (f, r) = cell::join(
                 || run_forward(threads / 2),
-                || {
-                    let _flush = crate::fpu::FlushSubnormals::new(); // maybe another thread
-                    run_reverse(p, threads - threads / 2)
-                },
+                || run_reverse(p, threads - threads / 2),
             );
             (f, Some(r))
         }
@@ -191,12 +188,9 @@ pub fn backward<F: Real>(
     };
     let (g_fwd, g_rev) = match (rev, &w.reverse, &dh_rev) {
         (Some(rc), Some(rp), Some(dr)) if threads >= 2 => {
-            let (f, r) = rayon::join(
+            let (f, r) = cell::join(
                 || back(&w.forward, fwd, &dh_fwd, threads / 2),
-                || {
-                    let _flush = crate::fpu::FlushSubnormals::new(); // maybe another thread
-                    back(rp, rc, dr, threads - threads / 2)
-                },
+                || back(rp, rc, dr, threads - threads / 2),
             );
             (f, Some(r))
         }
