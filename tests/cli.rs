@@ -86,6 +86,12 @@ fn bad_training_values_are_rejected() {
         "invalid value 'transformer'",
     );
     assert_usage_error(&["gradcheck", "--seq-len", "0"], "--seq-len 0 is invalid");
+    for experiment in ["vanishing", "seed-classifier"] {
+        assert_usage_error(
+            &["experiment", experiment, "--quick", "--jobs", "0"],
+            "--jobs 0 is invalid",
+        );
+    }
 }
 
 #[test]
