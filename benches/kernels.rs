@@ -83,6 +83,36 @@ fn gemm_ndarray(bencher: Bencher, shape: usize) {
         .bench_local(|| ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c));
 }
 
+/// The per-step products with B packed once ([`gemm::PackedB`], as the cells use them), and
+/// at half the batch (B = 32 rows: one thread's share with `--threads 2`).
+const PER_STEP_SHAPES: [(&str, usize, usize, usize); 4] = [
+    ("recurrent (64,128)x(128,512)", 64, 128, 512),
+    ("dh (64,512)x(512,128)", 64, 512, 128),
+    ("recurrent half batch (32,128)x(128,512)", 32, 128, 512),
+    ("dh half batch (32,512)x(512,128)", 32, 512, 128),
+];
+
+#[divan::bench(args = [0, 1, 2, 3])]
+fn gemm_per_step_in_place(bencher: Bencher, shape: usize) {
+    let (_, m, k, n) = PER_STEP_SHAPES[shape];
+    let (a, b) = (matrix(m, k, 0.3), matrix(k, n, 0.7));
+    let mut c = Array2::<f32>::zeros((m, n));
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * k))
+        .bench_local(|| gemm::mat_mul(&a.view(), &b.view(), false, &mut c.view_mut()));
+}
+
+#[divan::bench(args = [0, 1, 2, 3])]
+fn gemm_per_step_packed(bencher: Bencher, shape: usize) {
+    let (_, m, k, n) = PER_STEP_SHAPES[shape];
+    let (a, b) = (matrix(m, k, 0.3), matrix(k, n, 0.7));
+    let b = gemm::PackedB::new(b.view());
+    let mut c = Array2::<f32>::zeros((m, n));
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * k))
+        .bench_local(|| gemm::mat_mul_packed(&a.view(), &b, false, &mut c.view_mut()));
+}
+
 #[divan::bench]
 fn exp_fast_4096(bencher: Bencher) {
     let x: Vec<f32> = (0..4096).map(|k| (k as f32 - 2048.0) * 0.01).collect();

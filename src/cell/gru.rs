@@ -83,8 +83,8 @@ impl<F: Real> GruCache<F> {
 struct StepWeights<F> {
     /// W_ihᵀ: (I, 3H)
     w_ih_t: Array2<F>,
-    /// W_hhᵀ: (H, 3H)
-    w_hh_t: Array2<F>,
+    /// W_hhᵀ: (H, 3H), packed for the per-step product
+    w_hh_t: gemm::PackedB<F>,
     /// b_ih: (3H)
     b_ih: Array1<F>,
     /// b_hh: (3H)
@@ -117,7 +117,7 @@ pub fn forward_masked<F: Real>(
     let x = x_own;
     let w = StepWeights {
         w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
-        w_hh_t: p.weight_hh.t().as_standard_layout().into_owned(),
+        w_hh_t: gemm::PackedB::new(p.weight_hh.t()),
         b_ih: p.bias_ih.clone(),
         b_hh: p.bias_hh.clone(),
     };
@@ -161,7 +161,7 @@ fn forward_rows<F: Real>(
         // [ah_r ah_z ah_n] = h_{t−1} W_hhᵀ (+ b_hh below)                      (b, 3H)
         let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
         let h_prev = prev.index_axis(Axis(0), t);
-        gemm::mat_mul(&h_prev, &w.w_hh_t.view(), false, &mut ah.view_mut());
+        gemm::mat_mul_packed(&h_prev, &w.w_hh_t, false, &mut ah.view_mut());
         gates_forward::<F>(
             slice(&ax.view()),
             slice(&ah.view()),
@@ -257,7 +257,8 @@ pub fn backward<F: Real>(
             mask,
         })
         .collect();
-    run_parallel(jobs, |rows| backward_rows(&p.weight_hh, rows));
+    let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (3H, H)
+    run_parallel(jobs, |rows| backward_rows(&w_hh, rows));
 
     // `gates` now holds [da_r da_z dah_n dax_n] for every step: (T·B, 4H).
     let d = gates
@@ -330,7 +331,7 @@ struct Rows<'a, F> {
 }
 
 /// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(w_hh: &Array2<F>, mut r: Rows<'_, F>) {
+fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
     let h = r.hs.dim().2;
     let mut dh = vec![F::zero(); h]; // one row of dh_t, for the probe
     // masked rows: ∂L/∂h_t, passed on to step t−1 unchanged
@@ -356,12 +357,7 @@ fn backward_rows<F: Real>(w_hh: &Array2<F>, mut r: Rows<'_, F>) {
         }
         // forward was [ah_r ah_z ah_n] = h_{t−1} W_hhᵀ + b_hh, so the path through the gates
         // adds [da_r da_z dah_n] W_hh to dh_{t−1} (whose direct part dh_t ⊙ z is already there)
-        gemm::mat_mul(
-            &d.slice(s![.., ..3 * h]),
-            &w_hh.view(),
-            true,
-            &mut r.dh_next,
-        );
+        gemm::mat_mul_packed(&d.slice(s![.., ..3 * h]), w_hh, true, &mut r.dh_next);
         // masked rows: ∂L/∂h_{t−1} = ∂L/∂h_t
         if let (Some(m), Some(carry)) = (&r.mask, &carry) {
             super::mask::restore(m.row(t), Some(carry.view()), r.dh_next.view_mut());

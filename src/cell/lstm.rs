@@ -67,8 +67,8 @@ impl<F: Real> LstmCache<F> {
 struct StepWeights<F> {
     /// W_ihᵀ: (I, 4H)
     w_ih_t: Array2<F>,
-    /// W_hhᵀ: (H, 4H)
-    w_hh_t: Array2<F>,
+    /// W_hhᵀ: (H, 4H), packed for the per-step product
+    w_hh_t: gemm::PackedB<F>,
     /// b_ih + b_hh: (4H)
     bias: ndarray::Array1<F>,
 }
@@ -101,7 +101,7 @@ pub fn forward_masked<F: Real>(
     let x = x_own;
     let w = StepWeights {
         w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
-        w_hh_t: p.weight_hh.t().as_standard_layout().into_owned(),
+        w_hh_t: gemm::PackedB::new(p.weight_hh.t()),
         bias: &p.bias_ih + &p.bias_hh,
     };
     let mut gates = pool::take((t_len, b, 4 * h));
@@ -145,7 +145,7 @@ fn forward_rows<F: Real>(
         let mut a = gates.index_axis_mut(Axis(0), t);
         // a = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ                      (b, 4H)
         super::input_projection(x.index_axis(Axis(0), t), &w.w_ih_t, &w.bias, &mut a);
-        gemm::mat_mul(&hs.index_axis(Axis(0), t), &w.w_hh_t.view(), true, &mut a);
+        gemm::mat_mul_packed(&hs.index_axis(Axis(0), t), &w.w_hh_t, true, &mut a);
         let (c_prev, mut c_next) = cs.view_mut().split_at(Axis(0), t + 1);
         let mut h_next = hs.index_axis_mut(Axis(0), t + 1);
         gates_forward::<F>(
@@ -283,7 +283,8 @@ pub fn backward<F: Real>(
             },
         )
         .collect();
-    run_parallel(jobs, |rows| backward_rows(p, rows));
+    let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (4H, H)
+    run_parallel(jobs, |rows| backward_rows(&w_hh, rows));
     pool::recycle(cs);
 
     // `gates` now holds da for every step.
@@ -326,7 +327,7 @@ struct Rows<'a, F> {
 }
 
 /// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(p: &LayerParams<F>, mut r: Rows<'_, F>) {
+fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
     let h = r.cs.dim().2;
     let mut scratch = vec![F::zero(); 2 * h]; // one row of dh_t and of dc_t
     // masked rows: ∂L/∂h_t and ∂L/∂c_t, passed on to step t−1 unchanged
@@ -367,7 +368,7 @@ fn backward_rows<F: Real>(p: &LayerParams<F>, mut r: Rows<'_, F>) {
             super::mask::probe(m.row(t), carry_c.view(), dc_sq);
         }
         // forward was a += h_{t−1} W_hhᵀ, so the recurrent part of dh_{t−1} = da_t W_hh
-        gemm::mat_mul(&da.view(), &p.weight_hh.view(), false, &mut r.dh_next);
+        gemm::mat_mul_packed(&da.view(), w_hh, false, &mut r.dh_next);
         // masked rows: ∂L/∂h_{t−1} = ∂L/∂h_t
         if let (Some(m), Some((carry_h, _))) = (&r.mask, &carry) {
             super::mask::restore(m.row(t), Some(carry_h.view()), r.dh_next.view_mut());

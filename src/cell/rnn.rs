@@ -86,7 +86,7 @@ pub fn forward_masked<F: Real>(
     x_own.assign(&x);
     let x = x_own;
     let w_ih_t = p.weight_ih.t().as_standard_layout().into_owned(); // (I, H)
-    let w_hh_t = p.weight_hh.t().as_standard_layout().into_owned(); // (H, H)
+    let w_hh_t = gemm::PackedB::new(p.weight_hh.t()); // (H, H)
     let bias: Array1<F> = &p.bias_ih + &p.bias_hh; // (H)
     let mut hs = pool::take((t_len + 1, b, h));
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
@@ -111,7 +111,7 @@ pub fn forward_masked<F: Real>(
 /// The time loop over one block of rows: x (T, b, I), hs (T+1, b, H), mask (T, b).
 fn forward_rows<F: Real>(
     w_ih_t: &Array2<F>,
-    w_hh_t: &Array2<F>,
+    w_hh_t: &gemm::PackedB<F>,
     bias: &Array1<F>,
     activation: Activation,
     x: ArrayView3<F>,
@@ -123,7 +123,7 @@ fn forward_rows<F: Real>(
         let mut a = next.index_axis_mut(Axis(0), 0); // a_t, then h_t in place: (b, H)
         // a_t = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ
         super::input_projection(x.index_axis(Axis(0), t), w_ih_t, bias, &mut a);
-        gemm::mat_mul(&prev.index_axis(Axis(0), t), &w_hh_t.view(), true, &mut a);
+        gemm::mat_mul_packed(&prev.index_axis(Axis(0), t), w_hh_t, true, &mut a);
         // h_t = φ(a_t)
         let a = a.as_slice_mut().expect("row block is contiguous");
         match activation {
@@ -194,7 +194,8 @@ pub fn backward<F: Real>(
             mask,
         })
         .collect();
-    run_parallel(jobs, |rows| backward_rows(&p.weight_hh, activation, rows));
+    let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (H, H)
+    run_parallel(jobs, |rows| backward_rows(&w_hh, activation, rows));
 
     let da = da
         .into_shape_with_order((t_len * b, h))
@@ -233,7 +234,7 @@ struct Rows<'a, F> {
 }
 
 /// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(w_hh: &Array2<F>, activation: Activation, mut r: Rows<'_, F>) {
+fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, activation: Activation, mut r: Rows<'_, F>) {
     let h = r.hs.dim().2;
     let relu = activation == Activation::Relu;
     // masked rows: ∂L/∂h_t, passed on to step t−1 unchanged
@@ -266,7 +267,7 @@ fn backward_rows<F: Real>(w_hh: &Array2<F>, activation: Activation, mut r: Rows<
             super::mask::restore(m.row(t), None, da_t.view_mut());
         }
         // forward was a_t += h_{t−1} W_hhᵀ, so dh_{t−1} (recurrent part) = da_t W_hh
-        gemm::mat_mul(&da_t.view(), &w_hh.view(), false, &mut r.dh_next);
+        gemm::mat_mul_packed(&da_t.view(), w_hh, false, &mut r.dh_next);
         if let (Some(m), Some(carry)) = (&r.mask, &carry) {
             super::mask::restore(m.row(t), Some(carry.view()), r.dh_next.view_mut());
         }
