@@ -10,8 +10,9 @@
 //!
 //! The peak: the same products the step consists of, timed alone at the same shapes — the
 //! per-step recurrent product (B, H)·(H, G·H) and the weight-gradient product
-//! (H + I + 1, T·B)·(T·B, G·H) — with both the cells' kernel ([`crate::cell::gemm`]) and
-//! ndarray's `general_mat_mul`, keeping the faster, on as many threads as the run uses
+//! (H + I + 1, T·B)·(T·B, G·H) — with the cells' kernel ([`crate::cell::gemm`], the recurrent
+//! weights both read in place and packed) and ndarray's `general_mat_mul`, keeping the
+//! fastest, on as many threads as the run uses
 //! (independent products side by side). `% of peak` is the time those products alone would
 //! take at that peak divided by the measured step time: 100% would mean the elementwise work,
 //! the head, the optimizer and all overheads were free.
@@ -303,11 +304,19 @@ pub fn measure(config: &BenchConfig, threads: usize, warmup: usize, steps: usize
 
 /// GFLOP/s of C (m, n) = A (m, k)·B (k, n) with A given transposed when `a_transposed`
 /// (as the weight-gradient product reads it), on `threads` independent products side by
-/// side; the better of the cells' kernel and ndarray's `general_mat_mul`.
+/// side; the best of the cells' kernel with B read in place, the same with B packed once
+/// ([`gemm::PackedB`], as the cells multiply by the recurrent weights) and ndarray's
+/// `general_mat_mul`.
 pub fn matmul_gflops(m: usize, n: usize, k: usize, a_transposed: bool, threads: usize) -> f64 {
     let flops = 2.0 * (m * n * k) as f64;
     let reps = ((3e8 / flops) as usize).clamp(2, 2000);
-    let run = |own: bool| -> f64 {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kernel {
+        InPlace,
+        Packed,
+        Ndarray,
+    }
+    let run = |kernel: Kernel| -> f64 {
         let one = || {
             let a = if a_transposed {
                 Array2::<f32>::from_shape_fn((k, m), |(i, j)| ((i * 7 + j) % 13) as f32 * 0.1)
@@ -316,14 +325,21 @@ pub fn matmul_gflops(m: usize, n: usize, k: usize, a_transposed: bool, threads: 
             };
             let a = if a_transposed { a.reversed_axes() } else { a };
             let b = Array2::<f32>::from_shape_fn((k, n), |(i, j)| ((i + 3 * j) % 11) as f32 * 0.1);
+            let packed = gemm::PackedB::new(b.view());
             let mut c = Array2::<f32>::zeros((m, n));
             // The best of several rounds: a peak is what the machine can do, not its average.
             best_ms(1, 7, || {
                 for _ in 0..reps {
-                    if own {
-                        gemm::mat_mul(&a.view(), &b.view(), false, &mut c.view_mut());
-                    } else {
-                        ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+                    match kernel {
+                        Kernel::InPlace => {
+                            gemm::mat_mul(&a.view(), &b.view(), false, &mut c.view_mut())
+                        }
+                        Kernel::Packed => {
+                            gemm::mat_mul_packed(&a.view(), &packed, false, &mut c.view_mut())
+                        }
+                        Kernel::Ndarray => {
+                            ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c)
+                        }
                     }
                 }
             }) / reps as f64
@@ -338,7 +354,11 @@ pub fn matmul_gflops(m: usize, n: usize, k: usize, a_transposed: bool, threads: 
         });
         threads.max(1) as f64 * flops / (ms / 1e3) / 1e9
     };
-    run(true).max(run(false))
+    let mut kernels = vec![Kernel::InPlace, Kernel::Ndarray];
+    if !a_transposed {
+        kernels.push(Kernel::Packed);
+    }
+    kernels.into_iter().map(run).fold(0.0, f64::max)
 }
 
 /// The products' peak of one configuration's step: two thirds of its flops run at the
