@@ -81,7 +81,8 @@ pub fn backward<F: Real>(
         .dot(&head.weight)
         .into_shape_with_order((t_out, b, h))
         .expect("contiguous");
-    let mut dh = Array3::zeros((t1 - 1, b, h));
+    // (T, B, H), mostly zeros for a last-step readout; recycled by the caller after backward
+    let mut dh = crate::cell::pool::zeros((t1 - 1, b, h));
     dh.slice_mut(s![t1 - 1 - t_out.., .., ..]).assign(&dh_read);
     (grad, dh)
 }

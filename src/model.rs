@@ -86,6 +86,7 @@ impl<F: Real> Model<F> {
         let (head_grad, dh_out) =
             head::backward(&self.params.head, fwd.cache.hs(), self.readout, dy);
         let layer = cell::backward(&self.params.layer, fwd.cache, dh_out.view(), how);
+        cell::pool::recycle(dh_out);
         Gradients {
             params: Params {
                 cell: self.cell(),

@@ -85,38 +85,35 @@ pub fn mat_mul<F: Real>(
 /// it saves) makes it free. The sums are the same, in the same order: results are
 /// bit-identical to [`mat_mul`] with the unpacked B.
 #[derive(Clone, Debug)]
-pub struct PackedB<F> {
-    /// B itself: (k, n), for the general path.
-    plain: Array2<F>,
-    /// The panels, ⌈n / NR⌉ · k · NR entries; empty when the fast path is not taken.
-    panels: Vec<F>,
+pub enum PackedB<F> {
+    /// B itself, for the general path (f64, or no AVX-512).
+    Plain(Array2<F>),
+    /// ⌈n / NR⌉ panels of k rows of NR entries.
+    Panels { panels: Vec<F>, k: usize, n: usize },
 }
 
 impl<F: Real> PackedB<F> {
-    /// Prepares B (k, n) for [`mat_mul_packed`].
+    /// Prepares B (k, n), of any layout (a weight matrix or its transpose), for
+    /// [`mat_mul_packed`].
     pub fn new(b: ArrayView2<F>) -> Self {
-        let plain = b.as_standard_layout().into_owned();
-        let (k, n) = plain.dim();
-        let mut panels = Vec::new();
-        if TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512() {
-            panels = vec![F::zero(); n.div_ceil(NR) * k * NR];
-            for (p, row) in plain.outer_iter().enumerate() {
-                for (jb, strip) in row
-                    .as_slice()
-                    .expect("standard layout")
-                    .chunks(NR)
-                    .enumerate()
-                {
-                    panels[(jb * k + p) * NR..][..strip.len()].copy_from_slice(strip);
-                }
-            }
+        if TypeId::of::<F>() != TypeId::of::<f32>() || !has_avx512() {
+            return PackedB::Plain(b.as_standard_layout().into_owned());
         }
-        PackedB { plain, panels }
+        let (k, n) = b.dim();
+        let mut panels = vec![F::zero(); n.div_ceil(NR) * k * NR];
+        // (Zip walks B in its memory order, so a transposed view is read sequentially too.)
+        ndarray::Zip::indexed(b).for_each(|(p, j), &v| {
+            panels[((j / NR) * k + p) * NR + j % NR] = v;
+        });
+        PackedB::Panels { panels, k, n }
     }
 
     /// (k, n)
     pub fn dim(&self) -> (usize, usize) {
-        self.plain.dim()
+        match self {
+            PackedB::Plain(b) => b.dim(),
+            PackedB::Panels { k, n, .. } => (*k, *n),
+        }
     }
 }
 
@@ -133,16 +130,30 @@ pub fn mat_mul_packed<F: Real>(
         "mat_mul_packed: ({m}, {k})·({k2}, {n}) into {:?}",
         c.dim()
     );
-    if b.panels.is_empty() || c.strides()[1] != 1 || m == 0 || n == 0 || k == 0 {
-        return mat_mul(a, &b.plain.view(), accumulate, c);
+    let panels = match b {
+        PackedB::Plain(b) => return mat_mul(a, &b.view(), accumulate, c),
+        PackedB::Panels { panels, .. } => panels,
+    };
+    if m == 0 || n == 0 {
+        return;
     }
-    // SAFETY: the panels exist only when F is f32 and AVX-512F is present; they hold
-    // ⌈n / NR⌉ panels of k rows of NR entries; A and C are valid views of these shapes.
+    if k == 0 {
+        if !accumulate {
+            c.fill(F::zero());
+        }
+        return;
+    }
+    assert!(
+        c.strides()[1] == 1,
+        "mat_mul_packed: C needs contiguous rows"
+    );
+    // SAFETY: panels exist only when F is f32 and AVX-512F is present; they hold ⌈n / NR⌉
+    // panels of k rows of NR entries; A and C are valid views of these shapes.
     unsafe {
         avx512::gemm(
             (m, n, k),
             (a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
-            BLayout::Panels(b.panels.as_ptr() as *const f32),
+            BLayout::Panels(panels.as_ptr() as *const f32),
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
             accumulate,
         )
@@ -462,15 +473,22 @@ mod tests {
     /// across KC blocks) and with strided A.
     #[test]
     fn packed_b_is_bit_identical() {
-        for &(m, n, k) in &[(1, 1, 1), (9, 33, 5), (64, 512, 128), (13, 70, 300)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (9, 33, 5),
+            (64, 512, 128),
+            (13, 70, 300),
+            (3, 4, 0),
+        ] {
             let a_t = filled(k, m, 0.37);
-            let b = filled(k, n, 0.11);
+            let b = filled(n, k, 0.11).reversed_axes(); // B given transposed, as W_hhᵀ is
             let packed = PackedB::new(b.view());
             for accumulate in [false, true] {
                 for a in [a_t.t(), a_t.t().as_standard_layout().into_owned().view()] {
                     let mut want = filled(m, n, 0.05);
                     let mut got = want.clone();
-                    mat_mul(&a, &b.view(), accumulate, &mut want.view_mut());
+                    let b_rows = b.as_standard_layout(); // mat_mul reads B in place
+                    mat_mul(&a, &b_rows.view(), accumulate, &mut want.view_mut());
                     mat_mul_packed(&a, &packed, accumulate, &mut got.view_mut());
                     assert_eq!(want, got, "({m},{n},{k}) acc={accumulate}");
                 }

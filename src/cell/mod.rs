@@ -387,17 +387,29 @@ pub(crate) fn grad_product<F: Real>(
     let (t_len, b, i) = x.dim();
     let h = hs.dim().2;
     let cols_total = da.ncols();
-    // [h_{t−1} | x_t | 1]: (T·B, H + I + 1)
+    // [h_{t−1} | x_t | 1]: (T·B, H + I + 1), row by row in one pass, rows split over threads
     let mut hx1: Array2<F> = pool::take((t_len * b, h + i + 1));
     let h_prev = hs.slice(s![..t_len, .., ..]);
     let h_prev = h_prev
         .into_shape_with_order((t_len * b, h))
         .expect("contiguous");
-    hx1.slice_mut(s![.., ..h]).assign(&h_prev);
-    pool::recycle(hs);
     let x2 = x.into_shape_with_order((t_len * b, i)).expect("contiguous");
-    hx1.slice_mut(s![.., h..h + i]).assign(&x2);
-    hx1.column_mut(h + i).fill(F::one());
+    let rows = block_rows(t_len * b, threads);
+    let jobs: Vec<_> = hx1
+        .axis_chunks_iter_mut(Axis(0), rows)
+        .zip(h_prev.axis_chunks_iter(Axis(0), rows))
+        .zip(x2.axis_chunks_iter(Axis(0), rows))
+        .collect();
+    run_parallel(jobs, |((mut hx1, h_prev), x)| {
+        let rows = hx1.rows_mut().into_iter().zip(h_prev.rows()).zip(x.rows());
+        for ((mut dst, h_row), x_row) in rows {
+            let dst = dst.as_slice_mut().expect("standard layout");
+            dst[..h].copy_from_slice(h_row.as_slice().expect("standard layout"));
+            dst[h..h + i].copy_from_slice(x_row.as_slice().expect("standard layout"));
+            dst[h + i] = F::one();
+        }
+    });
+    pool::recycle(hs);
 
     let mut out = Array2::<F>::zeros((h + i + 1, cols_total));
     let cols = block_rows(cols_total, threads).next_multiple_of(gemm::NR);
