@@ -113,6 +113,36 @@ fn gemm_per_step_packed(bencher: Bencher, shape: usize) {
         .bench_local(|| gemm::mat_mul_packed(&a.view(), &b, false, &mut c.view_mut()));
 }
 
+/// The ceiling of every product: fused multiply-adds on registers only (16 independent
+/// AVX-512 accumulators, no memory traffic), 32 flops each. The products' "peak" in
+/// `rnnlab bench` is measured at the step's shapes and sits below this.
+#[divan::bench]
+fn fma_ceiling(bencher: Bencher) {
+    const ROUNDS: usize = 100_000;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn fmas(rounds: usize) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm512_set1_ps(0.0); 16];
+            let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-3));
+            for _ in 0..rounds {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(*v, a, b);
+                }
+            }
+            _mm512_reduce_add_ps(
+                acc.iter()
+                    .fold(_mm512_set1_ps(0.0), |s, &v| _mm512_add_ps(s, v)),
+            )
+        }
+        bencher
+            .counter(divan::counter::ItemsCount::new(ROUNDS * 16 * 32))
+            // SAFETY: AVX-512F was detected above
+            .bench_local(|| unsafe { fmas(black_box(ROUNDS)) });
+    }
+}
+
 #[divan::bench]
 fn exp_fast_4096(bencher: Bencher) {
     let x: Vec<f32> = (0..4096).map(|k| (k as f32 - 2048.0) * 0.01).collect();
