@@ -38,38 +38,7 @@ pub fn mat_mul<F: Real>(
     accumulate: bool,
     c: &mut ArrayViewMut2<F>,
 ) {
-    let ((m, k), (k2, n)) = (a.dim(), b.dim());
-    assert!(
-        k == k2 && c.dim() == (m, n),
-        "mat_mul: ({m}, {k})·({k2}, {n}) into {:?}",
-        c.dim()
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.fill(F::zero());
-        }
-        return;
-    }
-    let rows_contiguous = b.strides()[1] == 1 && c.strides()[1] == 1;
-    if TypeId::of::<F>() == TypeId::of::<f32>() && rows_contiguous && has_avx512() {
-        // SAFETY: F is f32 (checked above), so the pointers are pointers to f32; the shapes
-        // and strides come from valid views of those sizes; AVX-512F is present.
-        unsafe {
-            avx512::gemm(
-                (m, n, k),
-                (a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
-                BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0]),
-                (c.as_mut_ptr() as *mut f32, c.strides()[0]),
-                accumulate,
-            )
-        }
-    } else {
-        let beta = if accumulate { F::one() } else { F::zero() };
-        general_mat_mul(F::one(), a, b, beta, c);
-    }
+    product(a, Rhs::View(b), accumulate, c)
 }
 
 /// A right-hand operand B (k, n) prepared once for many products A·B with the same B: the
@@ -85,7 +54,11 @@ pub fn mat_mul<F: Real>(
 /// it saves) makes it free. The sums are the same, in the same order: results are
 /// bit-identical to [`mat_mul`] with the unpacked B.
 #[derive(Clone, Debug)]
-pub enum PackedB<F> {
+pub struct PackedB<F>(Packing<F>);
+
+/// What [`PackedB`] holds (private: the kernel trusts the panels' size).
+#[derive(Clone, Debug)]
+enum Packing<F> {
     /// B itself, for the general path (f64, or no AVX-512).
     Plain(Array2<F>),
     /// ⌈n / NR⌉ panels of k rows of NR entries.
@@ -97,7 +70,7 @@ impl<F: Real> PackedB<F> {
     /// [`mat_mul_packed`].
     pub fn new(b: ArrayView2<F>) -> Self {
         if TypeId::of::<F>() != TypeId::of::<f32>() || !has_avx512() {
-            return PackedB::Plain(b.as_standard_layout().into_owned());
+            return PackedB(Packing::Plain(b.as_standard_layout().into_owned()));
         }
         let (k, n) = b.dim();
         let mut panels = vec![F::zero(); n.div_ceil(NR) * k * NR];
@@ -105,14 +78,14 @@ impl<F: Real> PackedB<F> {
         ndarray::Zip::indexed(b).for_each(|(p, j), &v| {
             panels[((j / NR) * k + p) * NR + j % NR] = v;
         });
-        PackedB::Panels { panels, k, n }
+        PackedB(Packing::Panels { panels, k, n })
     }
 
     /// (k, n)
     pub fn dim(&self) -> (usize, usize) {
-        match self {
-            PackedB::Plain(b) => b.dim(),
-            PackedB::Panels { k, n, .. } => (*k, *n),
+        match &self.0 {
+            Packing::Plain(b) => b.dim(),
+            Packing::Panels { k, n, .. } => (*k, *n),
         }
     }
 }
@@ -124,16 +97,33 @@ pub fn mat_mul_packed<F: Real>(
     accumulate: bool,
     c: &mut ArrayViewMut2<F>,
 ) {
-    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    match &b.0 {
+        Packing::Plain(b) => product(a, Rhs::View(&b.view()), accumulate, c),
+        Packing::Panels { panels, k, n } => product(a, Rhs::Panels(panels, *k, *n), accumulate, c),
+    }
+}
+
+/// B as [`product`] gets it.
+enum Rhs<'a, F> {
+    /// Any view: the fast kernel reads it in place when its rows are contiguous.
+    View(&'a ArrayView2<'a, F>),
+    /// [`PackedB`]'s panels of a (k, n) matrix (only made for f32 with AVX-512).
+    Panels(&'a [F], usize, usize),
+}
+
+/// The one place that picks the kernel: the AVX-512 one for f32 when the CPU has it and B
+/// and C are laid out for it, ndarray's `general_mat_mul` otherwise.
+fn product<F: Real>(a: &ArrayView2<F>, b: Rhs<'_, F>, accumulate: bool, c: &mut ArrayViewMut2<F>) {
+    let (k2, n) = match &b {
+        Rhs::View(b) => b.dim(),
+        Rhs::Panels(_, k, n) => (*k, *n),
+    };
+    let (m, k) = a.dim();
     assert!(
         k == k2 && c.dim() == (m, n),
-        "mat_mul_packed: ({m}, {k})·({k2}, {n}) into {:?}",
+        "mat_mul: ({m}, {k})·({k2}, {n}) into {:?}",
         c.dim()
     );
-    let panels = match b {
-        PackedB::Plain(b) => return mat_mul(a, &b.view(), accumulate, c),
-        PackedB::Panels { panels, .. } => panels,
-    };
     if m == 0 || n == 0 {
         return;
     }
@@ -143,17 +133,28 @@ pub fn mat_mul_packed<F: Real>(
         }
         return;
     }
-    assert!(
-        c.strides()[1] == 1,
-        "mat_mul_packed: C needs contiguous rows"
-    );
-    // SAFETY: panels exist only when F is f32 and AVX-512F is present; they hold ⌈n / NR⌉
-    // panels of k rows of NR entries; A and C are valid views of these shapes.
+    let fast = TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512() && c.strides()[1] == 1;
+    let layout = match b {
+        Rhs::View(b) if fast && b.strides()[1] == 1 => {
+            BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0])
+        }
+        Rhs::View(b) => {
+            let beta = if accumulate { F::one() } else { F::zero() };
+            return general_mat_mul(F::one(), a, b, beta, c);
+        }
+        Rhs::Panels(panels, ..) => {
+            assert!(fast, "mat_mul_packed: C needs contiguous rows");
+            BLayout::Panels(panels.as_ptr() as *const f32)
+        }
+    };
+    // SAFETY: F is f32 (checked above: panels are only made for f32 too), so the pointers
+    // are pointers to f32; the shapes and strides come from valid views of those sizes, and
+    // panels hold ⌈n / NR⌉ panels of k rows of NR entries; AVX-512F is present.
     unsafe {
         avx512::gemm(
             (m, n, k),
             (a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
-            BLayout::Panels(panels.as_ptr() as *const f32),
+            layout,
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
             accumulate,
         )
