@@ -8,7 +8,9 @@
 //!
 //! [`mat_mul`] takes the fast path when F is `f32`, the CPU has AVX-512F, and B and C have
 //! contiguous rows; otherwise (in particular always for `f64`, which the gradient check needs
-//! exact and reproducible) it calls `ndarray::linalg::general_mat_mul`.
+//! exact and reproducible) it calls `ndarray::linalg::general_mat_mul`. [`mat_mul_packed`]
+//! is the same product for a B that many products share, copied once into the layout the
+//! kernel reads fastest ([`PackedB`]: the recurrent weights, multiplied every timestep).
 //!
 //! Determinism: every entry C[i, j] is computed by the same sequence of operations, whatever
 //! the tile it falls in and however the rows of A are split between threads: a sum over k in
@@ -50,8 +52,8 @@ pub fn mat_mul<F: Real>(
 /// each row of B lies 4·n bytes after the previous one; at n = 4H = 512 those rows fall into
 /// a few L1 sets only, so the strip is evicted before the next row tile reads it again and
 /// comes from L2 every time. Packed, the per-step products run 15–30% faster (BENCHMARKS.md).
-/// Packing once per training step (not per timestep, which was tried and costs as much as
-/// it saves) makes it free. The sums are the same, in the same order: results are
+/// Packing once per pass (the forward packs W_hhᵀ, the backward W_hh; per timestep was
+/// tried and cost as much as it saved) makes it nearly free. The sums are the same, in the same order: results are
 /// bit-identical to [`mat_mul`] with the unpacked B.
 #[derive(Clone, Debug)]
 pub struct PackedB<F>(Packing<F>);
