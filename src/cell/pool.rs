@@ -27,7 +27,10 @@ pub fn zeros<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: ShapeBuild
     shape: Sh,
 ) -> Array<F, D> {
     let mut a = take(shape);
-    a.fill(F::zero());
+    // as one slice (a memset for floats), not element by element through ndarray's `fill`
+    a.as_slice_memory_order_mut()
+        .expect("a fresh array is contiguous")
+        .fill(F::zero());
     a
 }
 
