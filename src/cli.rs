@@ -178,9 +178,9 @@ pub struct TaskModelArgs {
     /// Copy task: number of symbols K to remember.
     #[arg(long, value_name = "K", default_value_t = 10)]
     pub copy_len: usize,
-    /// Hidden size H.
-    #[arg(long, value_name = "H", default_value_t = 64)]
-    pub hidden: usize,
+    /// Hidden size H [default: 64; with --checkpoint, the checkpoint's].
+    #[arg(long, value_name = "H")]
+    pub hidden: Option<usize>,
     /// Initialisation of the recurrent matrix W_hh [default: uniform; identity for irnn].
     #[arg(long, value_enum)]
     pub init: Option<InitName>,
@@ -202,6 +202,11 @@ pub struct TaskModelArgs {
 }
 
 impl TaskModelArgs {
+    /// Hidden size of a fresh model: --hidden, or 64.
+    pub fn hidden(&self) -> usize {
+        self.hidden.unwrap_or(64)
+    }
+
     /// The initialisation settings.
     pub fn init(&self) -> Result<Init> {
         if !self.init_scale.is_finite() {
@@ -308,7 +313,7 @@ impl TrainArgs {
         };
         let cfg = TrainConfig {
             cell: c.model.into(),
-            hidden: c.hidden,
+            hidden: c.hidden(),
             batch: self.batch,
             steps: self.steps,
             lr: self.lr,

@@ -68,6 +68,12 @@ fn task_and_model(
                 );
             }
             let p = &model.params;
+            if let Some(h) = args.hidden.filter(|&h| h != p.hidden_size()) {
+                bail!(
+                    "checkpoint {path} has hidden size {} but --hidden is {h} (leave --hidden out to use the checkpoint's)",
+                    p.hidden_size()
+                );
+            }
             if p.input_size() != task.input_size() || p.output_size() != task.output_size() {
                 bail!(
                     "checkpoint {path} has input size {} and output size {}, but the {} task needs {} and {}",
@@ -110,8 +116,9 @@ fn check_writable_file(flag: &str, path: &Path) -> Result<()> {
 
 /// `rnnlab train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let cfg = args.config().map_err(usage)?;
+    let mut cfg = args.config().map_err(usage)?;
     let (task, model) = task_and_model(&args.common, &cfg, None).map_err(usage)?;
+    cfg.hidden = model.params.hidden_size(); // a checkpoint's, if one was given
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "plots/train/{}-{}-T{}",
@@ -217,12 +224,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 pub fn probe(args: &ProbeArgs) -> Result<()> {
     let init_cfg = TrainConfig {
         cell: args.common.model.into(),
-        hidden: args.common.hidden,
+        hidden: args.common.hidden(),
         init: args.common.init().map_err(usage)?,
         seed: args.common.seed,
         ..TrainConfig::default()
     };
-    if args.common.hidden == 0 || args.batch == 0 {
+    if args.common.hidden() == 0 || args.batch == 0 {
         return Err(usage(anyhow!("--hidden and --batch must be at least 1")));
     }
     let file_batch = match &args.batch_file {

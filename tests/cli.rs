@@ -187,7 +187,7 @@ fn checkpoints_round_trip_and_bad_checkpoints_are_rejected() {
         std::fs::read_to_string(dir.join(out_dir).join("grad_norms.csv")).unwrap()
     };
     let first = probe(&["--batch", "16", "--dump-batch", "b.safetensors"], "p1");
-    let replay = probe(&["--batch-file", "b.safetensors"], "p2");
+    let replay = probe(&["--batch-file", "b.safetensors", "--hidden", "8"], "p2"); // agrees
     assert_eq!(first, replay);
     assert!(
         first.starts_with("t,distance,dh_norm,dc_norm\n0,11,"),
@@ -196,7 +196,8 @@ fn checkpoints_round_trip_and_bad_checkpoints_are_rejected() {
     assert_eq!(first.lines().count(), 13);
     assert!(dir.join("p1/grads.safetensors").exists());
 
-    // A truncated checkpoint, a missing one, a wrong-model one, a batch that does not fit.
+    // A truncated checkpoint, a missing one, a wrong-model one, a wrong hidden size, a batch
+    // that does not fit.
     let bytes = std::fs::read(dir.join("m.safetensors")).unwrap();
     std::fs::write(dir.join("cut.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     for (args, expect) in [
@@ -211,6 +212,17 @@ fn checkpoints_round_trip_and_bad_checkpoints_are_rejected() {
         (
             vec!["--model", "rnn", "--checkpoint", "m.safetensors"],
             "holds an lstm but --model is rnn",
+        ),
+        (
+            vec![
+                "--model",
+                "lstm",
+                "--hidden",
+                "16",
+                "--checkpoint",
+                "m.safetensors",
+            ],
+            "has hidden size 8 but --hidden is 16",
         ),
     ] {
         let mut full = vec!["probe", "--task", "adding", "--out", "bad"];
