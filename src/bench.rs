@@ -12,8 +12,8 @@
 //! per-step recurrent product (B, H)·(H, G·H) and the weight-gradient product
 //! (H + I + 1, T·B)·(T·B, G·H) — with the cells' kernel ([`crate::cell::gemm`], the recurrent
 //! weights both read in place and packed) and ndarray's `general_mat_mul`, keeping the
-//! fastest, on as many threads as the run uses
-//! (independent products side by side). `% of peak` is the time those products alone would
+//! fastest, on as many threads as the run uses (independent products side by side, timed
+//! from their common start to the last one's end). `% of peak` is the time those products alone would
 //! take at that peak divided by the measured step time: 100% would mean the elementwise work,
 //! the head, the optimizer and all overheads were free.
 //!
@@ -270,20 +270,6 @@ fn median_ms(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
     }
 }
 
-/// Shortest wall time in ms of `rounds` calls of `f` after `warmup` untimed ones.
-fn best_ms(warmup: usize, rounds: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
-        f();
-    }
-    (0..rounds.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 /// Times training steps of one configuration.
 pub fn measure(config: &BenchConfig, threads: usize, warmup: usize, steps: usize) -> BenchRow {
     let _flush = crate::fpu::FlushSubnormals::new(); // as in training
@@ -316,7 +302,13 @@ pub fn matmul_gflops(m: usize, n: usize, k: usize, a_transposed: bool, threads: 
         Packed,
         Ndarray,
     }
+    const ROUNDS: usize = 8; // the first is a warm-up
+    let threads = threads.max(1);
     let run = |kernel: Kernel| -> f64 {
+        // Each thread times every round from the moment all are ready (a barrier) to its last
+        // product; a round takes from the earliest start to the latest end, so threads that
+        // did not really run side by side (more threads than cores) do not count twice.
+        let barrier = std::sync::Barrier::new(threads);
         let one = || {
             let a = if a_transposed {
                 Array2::<f32>::from_shape_fn((k, m), |(i, j)| ((i * 7 + j) % 13) as f32 * 0.1)
@@ -327,32 +319,43 @@ pub fn matmul_gflops(m: usize, n: usize, k: usize, a_transposed: bool, threads: 
             let b = Array2::<f32>::from_shape_fn((k, n), |(i, j)| ((i + 3 * j) % 11) as f32 * 0.1);
             let packed = gemm::PackedB::new(b.view());
             let mut c = Array2::<f32>::zeros((m, n));
-            // The best of several rounds: a peak is what the machine can do, not its average.
-            best_ms(1, 7, || {
-                for _ in 0..reps {
-                    match kernel {
-                        Kernel::InPlace => {
-                            gemm::mat_mul(&a.view(), &b.view(), false, &mut c.view_mut())
-                        }
-                        Kernel::Packed => {
-                            gemm::mat_mul_packed(&a.view(), &packed, false, &mut c.view_mut())
-                        }
-                        Kernel::Ndarray => {
-                            ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c)
+            (0..ROUNDS)
+                .map(|_| {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..reps {
+                        match kernel {
+                            Kernel::InPlace => {
+                                gemm::mat_mul(&a.view(), &b.view(), false, &mut c.view_mut())
+                            }
+                            Kernel::Packed => {
+                                gemm::mat_mul_packed(&a.view(), &packed, false, &mut c.view_mut())
+                            }
+                            Kernel::Ndarray => {
+                                ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c)
+                            }
                         }
                     }
-                }
-            }) / reps as f64
+                    (start, Instant::now())
+                })
+                .collect::<Vec<_>>()
         };
-        // Independent products on `threads` threads; the slowest one sets the rate.
-        let ms = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(one)).collect();
+        let spans: Vec<Vec<(Instant, Instant)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(one)).collect();
             handles
                 .into_iter()
                 .map(|h| h.join().expect("matmul thread"))
-                .fold(0.0, f64::max)
+                .collect()
         });
-        threads.max(1) as f64 * flops / (ms / 1e3) / 1e9
+        // The best round: a peak is what the machine can do, not its average.
+        let ms = (1..ROUNDS)
+            .map(|r| {
+                let start = spans.iter().map(|t| t[r].0).min().expect("a thread");
+                let end = spans.iter().map(|t| t[r].1).max().expect("a thread");
+                (end - start).as_secs_f64() * 1e3 / reps as f64
+            })
+            .fold(f64::INFINITY, f64::min);
+        threads as f64 * flops / (ms / 1e3) / 1e9
     };
     let mut kernels = vec![Kernel::InPlace, Kernel::Ndarray];
     if !a_transposed {
