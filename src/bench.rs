@@ -13,9 +13,9 @@
 //! (H + I + 1, T·B)·(T·B, G·H) — with the cells' kernel ([`crate::cell::gemm`], the recurrent
 //! weights both read in place and packed) and ndarray's `general_mat_mul`, keeping the
 //! fastest, on as many threads as the run uses (independent products side by side, timed
-//! from their common start to the last one's end). `% of peak` is the time those products alone would
-//! take at that peak divided by the measured step time: 100% would mean the elementwise work,
-//! the head, the optimizer and all overheads were free.
+//! from their common start to the last one's end). `% of peak` is the time those products
+//! alone would take at that peak divided by the measured step time: 100% would mean the
+//! elementwise work, the head, the optimizer and all overheads were free.
 //!
 //! Memory: an LSTM with T = 1000, H = 128, B = 64; the peak heap growth during one training
 //! step against the theoretical BPTT cache (see [`lstm_cache_bytes`]). It is measured by

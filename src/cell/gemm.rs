@@ -53,8 +53,8 @@ pub fn mat_mul<F: Real>(
 /// a few L1 sets only, so the strip is evicted before the next row tile reads it again and
 /// comes from L2 every time. Packed, the per-step products run 15–30% faster (BENCHMARKS.md).
 /// Packing once per pass (the forward packs W_hhᵀ, the backward W_hh; per timestep was
-/// tried and cost as much as it saved) makes it nearly free. The sums are the same, in the same order: results are
-/// bit-identical to [`mat_mul`] with the unpacked B.
+/// tried and cost as much as it saved) makes it nearly free. The sums are the same, in the
+/// same order: results are bit-identical to [`mat_mul`] with the unpacked B.
 #[derive(Clone, Debug)]
 pub struct PackedB<F>(Packing<F>);
 
