@@ -281,6 +281,10 @@ pub struct TrainArgs {
     /// Run every step even when solved.
     #[arg(long)]
     pub no_early_stop: bool,
+    /// Threads each step's batch is split over; the numbers do not depend on it [default:
+    /// the number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Output folder for metrics.csv and run.json [default: plots/train/TASK-MODEL-T<T>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -119,6 +119,15 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut cfg = args.config().map_err(usage)?;
     let (task, model) = task_and_model(&args.common, &cfg, None).map_err(usage)?;
     cfg.hidden = model.params.hidden_size(); // a checkpoint's, if one was given
+    let threads = match args.threads {
+        Some(0) => {
+            return Err(usage(anyhow!(
+                "--threads 0 is invalid: it must be at least 1"
+            )));
+        }
+        Some(n) => n,
+        None => crate::experiment::run::available_cores(),
+    };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "plots/train/{}-{}-T{}",
@@ -133,7 +142,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
 
     println!(
-        "rnnlab train: {} on {} T = {} | H {}, B {}, {} lr {}, {} | seed {}, data seed {}",
+        "rnnlab train: {} on {} T = {} | H {}, B {}, {} lr {}, {} | seed {}, data seed {} | {threads} thread{}",
         cfg.cell.label(),
         task.name(),
         task.seq_len(),
@@ -143,7 +152,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         cfg.lr,
         cfg.clip,
         cfg.seed,
-        cfg.data_seed
+        cfg.data_seed,
+        if threads == 1 { "" } else { "s" }
     );
     let bar = ProgressBar::new(cfg.steps as u64);
     bar.set_style(
@@ -153,20 +163,26 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         .expect("valid template"),
     );
     let mut last_eval = String::from("eval: —");
-    let result = train::train(task.as_ref(), &cfg, model, &mut |event| match event {
-        Event::Step { step, loss } => {
-            bar.set_position(step as u64);
-            if step % 10 == 0 {
-                bar.set_message(format!("loss {loss:.4}  {last_eval}"));
+    let result = train::train(
+        task.as_ref(),
+        &cfg,
+        model,
+        threads,
+        &mut |event| match event {
+            Event::Step { step, loss } => {
+                bar.set_position(step as u64);
+                if step % 10 == 0 {
+                    bar.set_message(format!("loss {loss:.4}  {last_eval}"));
+                }
             }
-        }
-        Event::Eval(row) => {
-            last_eval = format!(
-                "eval loss {:.4} acc {:.3}",
-                row.eval_loss, row.eval_accuracy
-            );
-        }
-    })?;
+            Event::Eval(row) => {
+                last_eval = format!(
+                    "eval loss {:.4} acc {:.3}",
+                    row.eval_loss, row.eval_accuracy
+                );
+            }
+        },
+    )?;
     bar.finish_and_clear();
 
     crate::report::write_csv(&staged.path().join("metrics.csv"), &result.metrics)?;

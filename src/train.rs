@@ -236,11 +236,14 @@ pub fn evaluate(model: &Model<f32>, task: &dyn Task, batch: &Batch) -> (f64, f64
     (loss, task.accuracy(y.view(), batch))
 }
 
-/// Trains `model` (fresh from [`new_model`], or loaded from a checkpoint) on `task`.
+/// Trains `model` (fresh from [`new_model`], or loaded from a checkpoint) on `task`, each
+/// step's batch split over `threads` threads (the numbers do not depend on it: a sweep runs
+/// one thread per run and spreads the runs over the cores instead).
 pub fn train(
     task: &dyn Task,
     cfg: &TrainConfig,
     mut model: Model<f32>,
+    threads: usize,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrainResult> {
     cfg.validate()?;
@@ -279,9 +282,8 @@ pub fn train(
     for step in 1..=cfg.steps {
         let batch = task.sample(&mut train_rng, cfg.batch);
         let state0: State<f32> = model.zero_state(cfg.batch);
-        // One thread: a sweep runs many trainings side by side (see `Model::train_grads`).
         let (loss, mut grads, _probes) =
-            model.train_grads(batch.x.view(), &batch.target, &state0, 1);
+            model.train_grads(batch.x.view(), &batch.target, &state0, threads.max(1));
         // Probes would read `_probes` here: raw, before clipping.
         // Clipping by value changes the gradient's direction: keep the raw one to measure by
         // how much (clipping by norm only rescales).
@@ -372,18 +374,31 @@ mod tests {
             target_accuracy: None,
             ..TrainConfig::default()
         };
-        let run = || {
+        let run = |threads| {
             train(
                 task.as_ref(),
                 &cfg,
                 new_model(task.as_ref(), &cfg),
+                threads,
                 &mut |_| {},
             )
             .unwrap()
         };
-        let a = run();
-        let b = run();
+        let a = run(1);
+        let b = run(1);
         assert_eq!(a.losses, b.losses, "same seeds must give the same numbers");
+        let c = run(2);
+        assert_eq!(
+            a.losses, c.losses,
+            "the thread count must not change the numbers"
+        );
+        assert_eq!(a.grad_norms, c.grad_norms);
+        let evals = |r: &TrainResult| {
+            let rows = r.metrics.iter();
+            rows.map(|m| (m.eval_loss, m.eval_accuracy))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(evals(&a), evals(&c));
         assert_eq!(a.grad_norms.len(), a.losses.len());
         assert_eq!(a.grad_norms.last(), Some(&a.metrics[2].grad_norm));
         assert_eq!(a.outcome, Outcome::Finished);
@@ -418,7 +433,7 @@ mod tests {
         };
         let mut model = new_model(task.as_ref(), &cfg);
         model.params.layer.weight_hh.fill(f32::NAN);
-        let result = train(task.as_ref(), &cfg, model, &mut |_| {}).unwrap();
+        let result = train(task.as_ref(), &cfg, model, 1, &mut |_| {}).unwrap();
         assert!(
             matches!(result.outcome, Outcome::Diverged { step: 1, .. }),
             "{:?}",

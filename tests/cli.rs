@@ -48,6 +48,10 @@ fn bad_training_values_are_rejected() {
         ),
         (vec!["--seq-len", "100", "--lr", "-1"], "--lr -1 is invalid"),
         (
+            vec!["--seq-len", "100", "--threads", "0"],
+            "--threads 0 is invalid",
+        ),
+        (
             vec!["--seq-len", "100", "--lr", "nan"],
             "--lr NaN is invalid",
         ),

@@ -141,7 +141,8 @@ fn run_one(spec: &RunSpec, bar: &ProgressBar) -> Result<RunResult> {
     let task: Box<dyn Task> = make_task(&spec.task, spec.seq_len, spec.copy_len)?;
     let cost = spec.step_cost();
     let model = train::new_model(task.as_ref(), &spec.train);
-    let result = train::train(task.as_ref(), &spec.train, model, &mut |e| {
+    // one thread per run: the runs themselves are spread over the cores
+    let result = train::train(task.as_ref(), &spec.train, model, 1, &mut |e| {
         if let Event::Step { .. } = e {
             bar.inc(cost);
         }
