@@ -282,7 +282,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_early_stop: bool,
     /// Threads each step's batch is split over; the numbers do not depend on it [default:
-    /// the number of cores].
+    /// all cores, or 1 for a step too small to gain from them].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Output folder for metrics.csv and run.json [default: plots/train/TASK-MODEL-T<T>].

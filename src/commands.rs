@@ -126,7 +126,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             )));
         }
         Some(n) => n,
-        None => crate::experiment::run::available_cores(),
+        None => train::default_threads(
+            task.as_ref(),
+            &cfg,
+            crate::experiment::run::available_cores(),
+        ),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
