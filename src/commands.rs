@@ -119,19 +119,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut cfg = args.config().map_err(usage)?;
     let (task, model) = task_and_model(&args.common, &cfg, None).map_err(usage)?;
     cfg.hidden = model.params.hidden_size(); // a checkpoint's, if one was given
-    let threads = match args.threads {
-        Some(0) => {
-            return Err(usage(anyhow!(
-                "--threads 0 is invalid: it must be at least 1"
-            )));
-        }
-        Some(n) => n,
-        None => train::default_threads(
-            task.as_ref(),
-            &cfg,
-            crate::experiment::run::available_cores(),
-        ),
-    };
+    let cores = crate::experiment::run::available_cores;
+    let threads = crate::experiment::run::thread_count("--threads", args.threads, || {
+        train::default_threads(task.as_ref(), &cfg, cores())
+    })
+    .map_err(usage)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "plots/train/{}-{}-T{}",
@@ -445,9 +437,7 @@ pub fn experiment(args: &ExperimentArgs) -> Result<()> {
         .as_deref()
         .expect("clap requires NAME unless --list");
     let opts = args.options();
-    if opts.jobs == Some(0) {
-        return Err(usage(anyhow!("--jobs 0 is invalid: it must be at least 1")));
-    }
+    opts.jobs().map_err(usage)?; // a bad --jobs fails before any work
     let (source, text) = crate::experiment::config::find(name).map_err(usage)?;
     if crate::seq::config::is_classifier(&text) {
         let origin = source.describe();

@@ -42,11 +42,7 @@ pub struct Options {
 impl Options {
     /// `--jobs`, or every core when not given; 0 is an error.
     pub fn jobs(&self) -> Result<usize> {
-        let jobs = self
-            .jobs
-            .unwrap_or_else(crate::experiment::run::available_cores);
-        anyhow::ensure!(jobs >= 1, "--jobs 0 is invalid: it must be at least 1");
-        Ok(jobs)
+        run::thread_count("--jobs", self.jobs, run::available_cores)
     }
 
     /// `--out`, or `plots/NAME`.

@@ -33,6 +33,18 @@ pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// A thread-count flag (`--jobs`, `--threads`): its value, or `default()` when not given;
+/// 0 is an error.
+pub fn thread_count(
+    flag: &str,
+    value: Option<usize>,
+    default: impl FnOnce() -> usize,
+) -> anyhow::Result<usize> {
+    let n = value.unwrap_or_else(default);
+    anyhow::ensure!(n >= 1, "{flag} 0 is invalid: it must be at least 1");
+    Ok(n)
+}
+
 impl RunSpec {
     /// Rough cost of one training step, for scheduling and the progress bar: timesteps ×
     /// gate blocks × H².

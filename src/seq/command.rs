@@ -16,7 +16,7 @@ use super::model::Classifier;
 use crate::commands::usage;
 use crate::fsutil::StagedDir;
 use crate::plot::{Color, LegendPos, LineChart, Series, two_panel_line_chart};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -111,14 +111,8 @@ fn load_data(args: &FitArgs, file: &ClassifierFile) -> Result<Data> {
 /// `rnnlab fit`.
 pub fn fit(args: &FitArgs) -> Result<()> {
     let (origin, file) = load_file(args).map_err(usage)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(crate::experiment::run::available_cores);
-    if threads == 0 {
-        return Err(usage(anyhow!(
-            "--threads 0 is invalid: it must be at least 1"
-        )));
-    }
+    use crate::experiment::run::{available_cores, thread_count};
+    let threads = thread_count("--threads", args.threads, available_cores).map_err(usage)?;
     let data = load_data(args, &file).map_err(usage)?;
     // the model sized for the data: embedding rows = the data's vocabulary, dense = its classes
     let spec = file.model.with_sizes(data.train.vocab, data.train.classes);
