@@ -137,6 +137,7 @@ fn malformed_csv_files_get_one_line_with_the_line_number() {
         (vec!["fit", "--epochs", "0"], "fit.epochs = 0 is invalid"),
         (vec!["fit", "--data", "nope.csv"], "cannot read nope.csv"),
         (vec!["fit", "--cell", "lstn"], "invalid value 'lstn'"),
+        (vec!["fit", "--threads", "0"], "--threads 0 is invalid"),
     ] {
         let out = rnnlab(&args, cwd.path());
         let err = String::from_utf8_lossy(&out.stderr);
