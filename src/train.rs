@@ -238,7 +238,7 @@ pub fn evaluate(model: &Model<f32>, task: &dyn Task, batch: &Batch) -> (f64, f64
 
 /// Threads one run should split its batch over when nobody said: all `cores` once a training
 /// step has enough arithmetic to gain from them, else one. Measured on 2 cores (27 Nov): an
-/// RNN with T = 10, H = 16 (1 MFLOP a step) ran 1.7× slower on two threads, an LSTM with
+/// RNN with T = 10, H = 16 (1 MFLOP a step) ran 1.5–2× slower on two threads, an LSTM with
 /// T = 20, H = 32 (33 MFLOP) broke even, the default RNN and LSTM at T = 100, H = 64 (160 and
 /// 650 MFLOP) ran 1.07× and 1.3× faster.
 pub fn default_threads(task: &dyn Task, cfg: &TrainConfig, cores: usize) -> usize {
