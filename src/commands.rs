@@ -119,9 +119,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut cfg = args.config().map_err(usage)?;
     let (task, model) = task_and_model(&args.common, &cfg, None).map_err(usage)?;
     cfg.hidden = model.params.hidden_size(); // a checkpoint's, if one was given
-    let cores = crate::experiment::run::available_cores;
-    let threads = crate::experiment::run::thread_count("--threads", args.threads, || {
-        train::default_threads(task.as_ref(), &cfg, cores())
+    use crate::experiment::run::{available_cores, thread_count};
+    let threads = thread_count("--threads", args.threads, || {
+        train::default_threads(task.as_ref(), &cfg, available_cores())
     })
     .map_err(usage)?;
     let out = args.out.clone().unwrap_or_else(|| {
