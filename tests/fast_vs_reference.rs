@@ -24,11 +24,12 @@ use rnnlab::params::{CellKind, LayerParams};
 use rnnlab::real::Real;
 
 /// (I, H, B, T)
-const SHAPES: [(usize, usize, usize, usize); 4] = [
+const SHAPES: [(usize, usize, usize, usize); 5] = [
     (3, 37, 13, 9),
     (2, 64, 64, 20),
     (5, 16, 1, 4),
-    (2, 20, 70, 6), // row blocks of uneven size for 2 and 3 threads
+    (2, 20, 70, 6),  // row blocks of uneven size for 2 and 3 threads
+    (2, 24, 40, 27), // 3 and 5 chunks of rows, T not a multiple of the slice length
 ];
 
 struct Problem {
@@ -93,6 +94,16 @@ fn run_fast<F: Real>(
     p: &Problem,
     threads: usize,
 ) -> Vec<(&'static str, ArrayD<f64>)> {
+    run_fast_masked::<F>(cell, p, None, threads)
+}
+
+/// [`run_fast`] with a mask (T, B) of skipped steps.
+fn run_fast_masked<F: Real>(
+    cell: CellKind,
+    p: &Problem,
+    mask: Option<&Array2<f64>>,
+    threads: usize,
+) -> Vec<(&'static str, ArrayD<f64>)> {
     let params = LayerParams {
         weight_ih: p.params.weight_ih.mapv(F::of),
         weight_hh: p.params.weight_hh.mapv(F::of),
@@ -105,7 +116,9 @@ fn run_fast<F: Real>(
         c: p.state0.c.as_ref().map(|c| c.mapv(F::of)),
     };
     let dh_out = p.dh_out.mapv(F::of);
-    let cache = cell::forward(cell, &params, x.view(), &state0, threads);
+    let mask = mask.map(|m| m.mapv(F::of));
+    let mask = mask.as_ref().map(|m| m.view());
+    let cache = cell::forward_masked(cell, &params, x.view(), mask, &state0, threads);
     let hs = cache.hs().clone();
     let cs = match &cache {
         cell::Cache::Lstm(c) => Some(c.cs.clone()),
@@ -217,6 +230,36 @@ fn thread_count_does_not_change_a_bit() {
                     run_fast::<f64>(cell, &p, threads),
                     "{cell} f64 {shape:?} {threads} threads"
                 );
+            }
+        }
+    }
+}
+
+/// The same with a mask: skipped steps carry state and gradient through the slices of time
+/// that different threads run.
+#[test]
+fn thread_count_does_not_change_a_bit_with_a_mask() {
+    for cell in CellKind::ALL {
+        for (k, shape) in SHAPES.into_iter().enumerate() {
+            let p = problem(cell, shape, 40 + k as u64);
+            let (_, _, b, t) = shape;
+            let mut rng = ChaCha8Rng::seed_from_u64(50 + k as u64);
+            let mask =
+                Array2::from_shape_simple_fn(
+                    (t, b),
+                    || {
+                        if rng.random_bool(0.3) { 0.0 } else { 1.0 }
+                    },
+                );
+            let one = run_fast_masked::<f32>(cell, &p, Some(&mask), 1);
+            assert_ne!(
+                one,
+                run_fast::<f32>(cell, &p, 1),
+                "the mask changes something"
+            );
+            for threads in [2, 3] {
+                let got = run_fast_masked::<f32>(cell, &p, Some(&mask), threads);
+                assert_eq!(one, got, "{cell} {shape:?} {threads} threads");
             }
         }
     }

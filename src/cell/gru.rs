@@ -47,16 +47,15 @@
 //! (Asserted in a test below.)
 
 use super::simd::{multiversion, sum_sq_f64};
-use super::{
-    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel, slice,
-    slice_mut,
-};
+use super::slices;
+use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
 use crate::real::Real;
 use ndarray::{
     Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis,
     concatenate, s,
 };
+use std::ops::Range;
 
 /// What the GRU's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
@@ -125,32 +124,55 @@ pub fn forward_masked<F: Real>(
     let mut hs = pool::take((t_len + 1, b, h));
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
 
-    let rows = block_rows(b, threads);
-    let jobs: Vec<_> = x
+    let rows = slices::chunk_rows(b, threads);
+    let chunks: Vec<_> = x
         .axis_chunks_iter(Axis(1), rows)
         .zip(gates.axis_chunks_iter_mut(Axis(1), rows))
         .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
         .zip(super::mask_blocks(mask.as_ref(), rows))
+        .map(|(((x, gates), hs), mask)| FwdRows {
+            ax: Array2::zeros((x.dim().1, 3 * h)),
+            ah: Array2::zeros((x.dim().1, 3 * h)),
+            x,
+            gates,
+            hs,
+            mask,
+        })
         .collect();
-    run_parallel(jobs, |(((x, gates), hs), m)| {
-        forward_rows(&w, x, gates, hs, m)
+    slices::run(chunks, t_len, threads, |r, steps| {
+        forward_rows(&w, r, steps)
     });
     GruCache { x, gates, hs, mask }
 }
 
-/// The time loop over one block of rows (sequences): x (T, b, I), gates (T, b, 4H),
-/// hs (T+1, b, H), mask (T, b).
-fn forward_rows<F: Real>(
-    w: &StepWeights<F>,
-    x: ArrayView3<F>,
-    mut gates: ArrayViewMut3<F>,
-    mut hs: ArrayViewMut3<F>,
-    mask: Option<ArrayView2<F>>,
-) {
-    let (_, b, h) = hs.dim();
-    let mut ax = Array2::<F>::zeros((b, 3 * h)); // x_t W_ihᵀ + b_ih
-    let mut ah = Array2::<F>::zeros((b, 3 * h)); // h_{t−1} W_hhᵀ (b_hh is added in the pass)
-    for t in 0..x.dim().0 {
+/// One chunk of rows (sequences) of the forward pass.
+struct FwdRows<'a, F> {
+    /// x: (T, b, I)
+    x: ArrayView3<'a, F>,
+    /// gates: (T, b, 4H)
+    gates: ArrayViewMut3<'a, F>,
+    /// hs: (T+1, b, H)
+    hs: ArrayViewMut3<'a, F>,
+    /// mask: (T, b)
+    mask: Option<ArrayView2<'a, F>>,
+    /// (b, 3H): x_t W_ihᵀ + b_ih
+    ax: Array2<F>,
+    /// (b, 3H): h_{t−1} W_hhᵀ (b_hh is added in the pass)
+    ah: Array2<F>,
+}
+
+/// Steps `steps` of the time loop over one chunk of rows.
+fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Range<usize>) {
+    let FwdRows {
+        x,
+        gates,
+        hs,
+        mask,
+        ax,
+        ah,
+    } = r;
+    let h = hs.dim().2;
+    for t in steps {
         // [ax_r ax_z ax_n] = x_t W_ihᵀ + b_ih                                  (b, 3H)
         super::input_projection(
             x.index_axis(Axis(0), t),
@@ -240,8 +262,8 @@ pub fn backward<F: Real>(
     // Running recurrent part of ∂L/∂h from step t+1; after the loop, ∂L/∂h₀.
     let mut dh_next = Array2::<F>::zeros((b, h));
 
-    let rows = block_rows(b, how.threads);
-    let jobs: Vec<_> = gates
+    let rows = slices::chunk_rows(b, how.threads);
+    let chunks: Vec<_> = gates
         .axis_chunks_iter_mut(Axis(1), rows)
         .zip(hs.axis_chunks_iter(Axis(1), rows))
         .zip(dh_out.axis_chunks_iter(Axis(1), rows))
@@ -249,6 +271,8 @@ pub fn backward<F: Real>(
         .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
         .zip(super::mask_blocks(mask.as_ref(), rows))
         .map(|(((((gates, hs), dh_out), dh_sq), dh_next), mask)| Rows {
+            dh: vec![F::zero(); h],
+            carry: mask.map(|_| Array2::zeros(dh_next.dim())),
             gates,
             hs,
             dh_out,
@@ -258,7 +282,10 @@ pub fn backward<F: Real>(
         })
         .collect();
     let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (3H, H)
-    run_parallel(jobs, |rows| backward_rows(&w_hh, rows));
+    // chunks advance by "steps done", k = 0 … T−1, which is t = T−1−k
+    slices::run(chunks, t_len, how.threads, |rows, done| {
+        backward_rows(&w_hh, rows, t_len - done.end..t_len - done.start)
+    });
 
     // `gates` now holds [da_r da_z dah_n dax_n] for every step: (T·B, 4H).
     let d = gates
@@ -328,16 +355,17 @@ struct Rows<'a, F> {
     dh_next: ArrayViewMut2<'a, F>,
     /// (T, b): 0 = a skipped step
     mask: Option<ArrayView2<'a, F>>,
+    /// (H): one row of dh_t, for the probe
+    dh: Vec<F>,
+    /// (b, H): masked rows' ∂L/∂h_t, passed on to step t−1 unchanged
+    carry: Option<Array2<F>>,
 }
 
-/// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
+/// Steps `steps` (walked downwards) of the backward time loop over one chunk of rows.
+fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: Range<usize>) {
     let h = r.hs.dim().2;
-    let mut dh = vec![F::zero(); h]; // one row of dh_t, for the probe
-    // masked rows: ∂L/∂h_t, passed on to step t−1 unchanged
-    let mut carry = r.mask.map(|_| Array2::<F>::zeros(r.dh_next.dim()));
-    for t in (0..r.gates.dim().0).rev() {
-        if let (Some(m), Some(carry)) = (&r.mask, &mut carry) {
+    for t in steps.rev() {
+        if let (Some(m), Some(carry)) = (&r.mask, &mut r.carry) {
             let dh_out_t = r.dh_out.index_axis(Axis(0), t);
             super::mask::save(m.row(t), dh_out_t, Some(r.dh_next.view()), carry.view_mut());
         }
@@ -347,7 +375,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
             slice(&r.hs.index_axis(Axis(0), t)),
             slice(&r.dh_out.index_axis(Axis(0), t)),
             slice_mut(&mut r.dh_next),
-            &mut dh,
+            &mut r.dh,
             slice_mut(&mut r.dh_sq.index_axis_mut(Axis(0), t)),
             h,
         );
@@ -359,7 +387,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
         // adds [da_r da_z dah_n] W_hh to dh_{t−1} (whose direct part dh_t ⊙ z is already there)
         gemm::mat_mul_packed(&d.slice(s![.., ..3 * h]), w_hh, true, &mut r.dh_next);
         // masked rows: ∂L/∂h_{t−1} = ∂L/∂h_t
-        if let (Some(m), Some(carry)) = (&r.mask, &carry) {
+        if let (Some(m), Some(carry)) = (&r.mask, &r.carry) {
             super::mask::restore(m.row(t), Some(carry.view()), r.dh_next.view_mut());
         }
     }

@@ -33,13 +33,12 @@
 //! (Asserted in a test below.)
 
 use super::simd::{multiversion, sum_sq_f64};
-use super::{
-    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel, slice,
-    slice_mut,
-};
+use super::slices;
+use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
 use crate::real::Real;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
+use std::ops::Range;
 
 /// What the LSTM's backward pass needs from its forward pass.
 #[derive(Clone, Debug)]
@@ -110,16 +109,23 @@ pub fn forward_masked<F: Real>(
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
     cs.index_axis_mut(Axis(0), 0).assign(&c0);
 
-    let rows = block_rows(b, threads);
-    let jobs: Vec<_> = x
+    let rows = slices::chunk_rows(b, threads);
+    let chunks: Vec<_> = x
         .axis_chunks_iter(Axis(1), rows)
         .zip(gates.axis_chunks_iter_mut(Axis(1), rows))
         .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
         .zip(cs.axis_chunks_iter_mut(Axis(1), rows))
         .zip(super::mask_blocks(mask.as_ref(), rows))
+        .map(|((((x, gates), hs), cs), mask)| FwdRows {
+            x,
+            gates,
+            hs,
+            cs,
+            mask,
+        })
         .collect();
-    run_parallel(jobs, |((((x, gates), hs), cs), m)| {
-        forward_rows(&w, x, gates, hs, cs, m)
+    slices::run(chunks, t_len, threads, |r, steps| {
+        forward_rows(&w, r, steps)
     });
     LstmCache {
         x,
@@ -130,18 +136,30 @@ pub fn forward_masked<F: Real>(
     }
 }
 
-/// The time loop over one block of rows (sequences): x (T, b, I), gates (T, b, 4H),
-/// hs and cs (T+1, b, H), mask (T, b).
-fn forward_rows<F: Real>(
-    w: &StepWeights<F>,
-    x: ArrayView3<F>,
-    mut gates: ArrayViewMut3<F>,
-    mut hs: ArrayViewMut3<F>,
-    mut cs: ArrayViewMut3<F>,
-    mask: Option<ArrayView2<F>>,
-) {
+/// One chunk of rows (sequences) of the forward pass.
+struct FwdRows<'a, F> {
+    /// x: (T, b, I)
+    x: ArrayView3<'a, F>,
+    /// gates: (T, b, 4H)
+    gates: ArrayViewMut3<'a, F>,
+    /// hs, cs: (T+1, b, H)
+    hs: ArrayViewMut3<'a, F>,
+    cs: ArrayViewMut3<'a, F>,
+    /// mask: (T, b)
+    mask: Option<ArrayView2<'a, F>>,
+}
+
+/// Steps `steps` of the time loop over one chunk of rows.
+fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Range<usize>) {
+    let FwdRows {
+        x,
+        gates,
+        hs,
+        cs,
+        mask,
+    } = r;
     let h = hs.dim().2;
-    for t in 0..x.dim().0 {
+    for t in steps {
         let mut a = gates.index_axis_mut(Axis(0), t);
         // a = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ                      (b, 4H)
         super::input_projection(x.index_axis(Axis(0), t), &w.w_ih_t, &w.bias, &mut a);
@@ -260,8 +278,8 @@ pub fn backward<F: Real>(
     let mut dh_next = Array2::<F>::zeros((b, h));
     let mut dc_next = Array2::<F>::zeros((b, h));
 
-    let rows = block_rows(b, how.threads);
-    let jobs: Vec<_> = gates
+    let rows = slices::chunk_rows(b, how.threads);
+    let chunks: Vec<_> = gates
         .axis_chunks_iter_mut(Axis(1), rows)
         .zip(cs.axis_chunks_iter(Axis(1), rows))
         .zip(dh_out.axis_chunks_iter(Axis(1), rows))
@@ -272,6 +290,8 @@ pub fn backward<F: Real>(
         .zip(super::mask_blocks(mask.as_ref(), rows))
         .map(
             |(((((((g, cs), dh_out), dh_sq), dc_sq), dh_n), dc_n), mask)| Rows {
+                scratch: vec![F::zero(); 2 * h],
+                carry: mask.map(|_| (Array2::zeros(dh_n.dim()), Array2::zeros(dh_n.dim()))),
                 gates: g,
                 cs,
                 dh_out,
@@ -284,7 +304,10 @@ pub fn backward<F: Real>(
         )
         .collect();
     let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (4H, H)
-    run_parallel(jobs, |rows| backward_rows(&w_hh, rows));
+    // chunks advance by "steps done", k = 0 … T−1, which is t = T−1−k
+    slices::run(chunks, t_len, how.threads, |rows, done| {
+        backward_rows(&w_hh, rows, t_len - done.end..t_len - done.start)
+    });
     pool::recycle(cs);
 
     // `gates` now holds da for every step.
@@ -324,19 +347,17 @@ struct Rows<'a, F> {
     dc_next: ArrayViewMut2<'a, F>,
     /// (T, b): 0 = a skipped step
     mask: Option<ArrayView2<'a, F>>,
+    /// (2H): one row of dh_t and of dc_t
+    scratch: Vec<F>,
+    /// (b, H) each: masked rows' ∂L/∂h_t and ∂L/∂c_t, passed on to step t−1 unchanged
+    carry: Option<(Array2<F>, Array2<F>)>,
 }
 
-/// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
+/// Steps `steps` (walked downwards) of the backward time loop over one chunk of rows.
+fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: Range<usize>) {
     let h = r.cs.dim().2;
-    let mut scratch = vec![F::zero(); 2 * h]; // one row of dh_t and of dc_t
-    // masked rows: ∂L/∂h_t and ∂L/∂c_t, passed on to step t−1 unchanged
-    let mut carry = r.mask.map(|_| {
-        let zeros = Array2::<F>::zeros(r.dh_next.dim());
-        (zeros.clone(), zeros)
-    });
-    for t in (0..r.gates.dim().0).rev() {
-        if let (Some(m), Some((carry_h, carry_c))) = (&r.mask, &mut carry) {
+    for t in steps.rev() {
+        if let (Some(m), Some((carry_h, carry_c))) = (&r.mask, &mut r.carry) {
             let dh_out_t = r.dh_out.index_axis(Axis(0), t);
             super::mask::save(
                 m.row(t),
@@ -354,13 +375,13 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
             slice(&r.dh_out.index_axis(Axis(0), t)),
             slice(&r.dh_next.view()),
             slice_mut(&mut r.dc_next),
-            &mut scratch,
+            &mut r.scratch,
             slice_mut(&mut r.dh_sq.index_axis_mut(Axis(0), t)),
             slice_mut(&mut r.dc_sq.index_axis_mut(Axis(0), t)),
             h,
         );
         // masked rows: h_t = h_{t−1} and c_t = c_{t−1}, so da_t = 0, ∂L/∂c_{t−1} = ∂L/∂c_t
-        if let (Some(m), Some((_, carry_c))) = (&r.mask, &carry) {
+        if let (Some(m), Some((_, carry_c))) = (&r.mask, &r.carry) {
             super::mask::restore(m.row(t), None, da.view_mut());
             super::mask::restore(m.row(t), Some(carry_c.view()), r.dc_next.view_mut());
             let mut dc_sq = r.dc_sq.index_axis_mut(Axis(0), t);
@@ -370,7 +391,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, mut r: Rows<'_, F>) {
         // forward was a += h_{t−1} W_hhᵀ, so the recurrent part of dh_{t−1} = da_t W_hh
         gemm::mat_mul_packed(&da.view(), w_hh, false, &mut r.dh_next);
         // masked rows: ∂L/∂h_{t−1} = ∂L/∂h_t
-        if let (Some(m), Some((carry_h, _))) = (&r.mask, &carry) {
+        if let (Some(m), Some((carry_h, _))) = (&r.mask, &r.carry) {
             super::mask::restore(m.row(t), Some(carry_h.view()), r.dh_next.view_mut());
         }
     }

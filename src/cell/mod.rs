@@ -14,8 +14,9 @@
 //! gradients of all timesteps are one product after the loop ([`weight_grads`]); the probe
 //! norms are summed in f64 inside the fused pass; the big arrays come from a per-thread
 //! [`pool`] of recycled buffers. Sequences of a batch never interact inside the recurrence, so
-//! with `threads` > 1 the batch is split into row blocks that run the whole time loop
-//! independently, and the products after the loop are split by output rows or columns: every
+//! with `threads` > 1 the batch is split into chunks of rows whose time loops the threads
+//! advance a few steps at a time, each taking the chunk furthest behind ([`slices`]: a faster
+//! core takes more), and the products after the loop are split by output rows or columns: every
 //! number is computed by the same operations in the same order whatever the thread count, so
 //! results are bit-identical with 1 or 2 threads. `threads` = 1 never touches a thread pool
 //! (sweeps run many single-threaded runs side by side).
@@ -34,6 +35,7 @@ pub mod pool;
 pub mod reference;
 pub mod rnn;
 pub mod simd;
+pub mod slices;
 
 use crate::params::{CellKind, LayerParams};
 use crate::real::Real;

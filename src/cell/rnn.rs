@@ -30,12 +30,12 @@
 //! (Asserted in tests below.)
 
 use super::simd::{multiversion, sum_sq_f64};
-use super::{
-    Backward, LayerGrads, Probes, State, block_rows, gemm, mean_norms, pool, run_parallel,
-};
+use super::slices;
+use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool};
 use crate::params::LayerParams;
 use crate::real::Real;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
+use std::ops::Range;
 
 /// The RNN's nonlinearity φ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,14 +91,14 @@ pub fn forward_masked<F: Real>(
     let mut hs = pool::take((t_len + 1, b, h));
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
 
-    let rows = block_rows(b, threads);
-    let jobs: Vec<_> = x
+    let rows = slices::chunk_rows(b, threads);
+    let chunks: Vec<_> = x
         .axis_chunks_iter(Axis(1), rows)
         .zip(hs.axis_chunks_iter_mut(Axis(1), rows))
         .zip(super::mask_blocks(mask.as_ref(), rows))
         .collect();
-    run_parallel(jobs, |((x, hs), m)| {
-        forward_rows(&w_ih_t, &w_hh_t, &bias, activation, x, hs, m)
+    slices::run(chunks, t_len, threads, |((x, hs), m), steps| {
+        forward_rows(&w_ih_t, &w_hh_t, &bias, activation, x, hs, m, steps)
     });
     RnnCache {
         x,
@@ -108,17 +108,20 @@ pub fn forward_masked<F: Real>(
     }
 }
 
-/// The time loop over one block of rows: x (T, b, I), hs (T+1, b, H), mask (T, b).
+/// Steps `steps` of the time loop over one chunk of rows: x (T, b, I), hs (T+1, b, H),
+/// mask (T, b).
+#[allow(clippy::too_many_arguments)]
 fn forward_rows<F: Real>(
     w_ih_t: &Array2<F>,
     w_hh_t: &gemm::PackedB<F>,
     bias: &Array1<F>,
     activation: Activation,
-    x: ArrayView3<F>,
-    mut hs: ArrayViewMut3<F>,
-    mask: Option<ArrayView2<F>>,
+    x: &ArrayView3<F>,
+    hs: &mut ArrayViewMut3<F>,
+    mask: &Option<ArrayView2<F>>,
+    steps: Range<usize>,
 ) {
-    for t in 0..x.dim().0 {
+    for t in steps {
         let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
         let mut a = next.index_axis_mut(Axis(0), 0); // a_t, then h_t in place: (b, H)
         // a_t = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ
@@ -177,8 +180,8 @@ pub fn backward<F: Real>(
     // Running recurrent part of ∂L/∂h from step t+1; after the loop, ∂L/∂h₀.
     let mut dh_next = Array2::<F>::zeros((b, h));
 
-    let rows = block_rows(b, how.threads);
-    let jobs: Vec<_> = da
+    let rows = slices::chunk_rows(b, how.threads);
+    let chunks: Vec<_> = da
         .axis_chunks_iter_mut(Axis(1), rows)
         .zip(hs.axis_chunks_iter(Axis(1), rows))
         .zip(dh_out.axis_chunks_iter(Axis(1), rows))
@@ -190,12 +193,21 @@ pub fn backward<F: Real>(
             hs,
             dh_out,
             dh_sq,
+            carry: mask.map(|_| Array2::zeros(dh_next.dim())),
             dh_next,
             mask,
         })
         .collect();
     let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (H, H)
-    run_parallel(jobs, |rows| backward_rows(&w_hh, activation, rows));
+    // chunks advance by "steps done", k = 0 … T−1, which is t = T−1−k
+    slices::run(chunks, t_len, how.threads, |rows, done| {
+        backward_rows(
+            &w_hh,
+            activation,
+            rows,
+            t_len - done.end..t_len - done.start,
+        )
+    });
 
     let da = da
         .into_shape_with_order((t_len * b, h))
@@ -231,16 +243,21 @@ struct Rows<'a, F> {
     dh_next: ArrayViewMut2<'a, F>,
     /// (T, b): 0 = a skipped step
     mask: Option<ArrayView2<'a, F>>,
+    /// (b, H): masked rows' ∂L/∂h_t, passed on to step t−1 unchanged
+    carry: Option<Array2<F>>,
 }
 
-/// The backward time loop over one block of rows.
-fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, activation: Activation, mut r: Rows<'_, F>) {
+/// Steps `steps` (walked downwards) of the backward time loop over one chunk of rows.
+fn backward_rows<F: Real>(
+    w_hh: &gemm::PackedB<F>,
+    activation: Activation,
+    r: &mut Rows<'_, F>,
+    steps: Range<usize>,
+) {
     let h = r.hs.dim().2;
     let relu = activation == Activation::Relu;
-    // masked rows: ∂L/∂h_t, passed on to step t−1 unchanged
-    let mut carry = r.mask.map(|_| Array2::<F>::zeros(r.dh_next.dim()));
-    for t in (0..r.da.dim().0).rev() {
-        if let (Some(m), Some(carry)) = (&r.mask, &mut carry) {
+    for t in steps.rev() {
+        if let (Some(m), Some(carry)) = (&r.mask, &mut r.carry) {
             let dh_out_t = r.dh_out.index_axis(Axis(0), t);
             super::mask::save(m.row(t), dh_out_t, Some(r.dh_next.view()), carry.view_mut());
         }
@@ -268,7 +285,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, activation: Activation, mut r
         }
         // forward was a_t += h_{t−1} W_hhᵀ, so dh_{t−1} (recurrent part) = da_t W_hh
         gemm::mat_mul_packed(&da_t.view(), w_hh, false, &mut r.dh_next);
-        if let (Some(m), Some(carry)) = (&r.mask, &carry) {
+        if let (Some(m), Some(carry)) = (&r.mask, &r.carry) {
             super::mask::restore(m.row(t), Some(carry.view()), r.dh_next.view_mut());
         }
     }

@@ -1,0 +1,122 @@
+//! Dynamic scheduling of a batch's time loop over threads: chunks of rows, handed out a few
+//! timesteps at a time.
+//!
+//! Sequences of a batch never interact inside the recurrence, so a time loop over a block of
+//! rows can stop after any step and be carried on later, by any thread: its whole state (h, c,
+//! the running gradients) lives in that block's views. Splitting the batch into exactly one
+//! block per thread makes a step as slow as its slowest core, and the two cores of a shared VM
+//! are often not equally fast (measured on the project's machine: one vCPU ran the same
+//! single-threaded LSTM H = 256 step in 50 ms, the other in 74 ms, each alone). So the batch is
+//! cut into more chunks than threads ([`chunk_rows`]) and every thread repeatedly takes the
+//! free chunk that is furthest behind and advances it by [`SLICE`] steps: a faster core simply
+//! takes more slices, all chunks finish at about the same time, and the idle time at the end
+//! is at most one slice.
+//!
+//! Which thread runs which slice varies from run to run, but no number depends on it: each
+//! row's arithmetic is the same whatever chunk it is in and whoever advances it, so results
+//! stay bit-identical for every thread count (tested in `tests/fast_vs_reference.rs`).
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// Timesteps a thread advances a chunk by before it picks the next chunk.
+pub const SLICE: usize = 8;
+
+/// Rows per chunk for a batch of `batch` rows on `threads` threads: the whole batch for one
+/// thread; otherwise about two chunks per thread, each a multiple of [`super::gemm::MR`] rows
+/// (the products' register tiles stay full).
+pub(crate) fn chunk_rows(batch: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        batch.max(1)
+    } else {
+        super::block_rows(batch, 2 * threads)
+    }
+}
+
+/// Runs `work(chunk, steps)` so that every chunk sees the step ranges 0..SLICE, SLICE..2·SLICE,
+/// …, up to `steps`, in order, on up to `threads` threads of the rayon pool. One thread or one
+/// chunk: every chunk in one call, on the caller's thread (no pool touched).
+pub(crate) fn run<C: Send>(
+    chunks: Vec<C>,
+    steps: usize,
+    threads: usize,
+    work: impl Fn(&mut C, Range<usize>) + Sync,
+) {
+    if threads <= 1 || chunks.len() <= 1 {
+        for mut c in chunks {
+            work(&mut c, 0..steps);
+        }
+        return;
+    }
+    // Each slot: the chunk (None while a thread works on it) and how many steps it has done.
+    let slots: Mutex<Vec<(Option<C>, usize)>> =
+        Mutex::new(chunks.into_iter().map(|c| (Some(c), 0)).collect());
+    let worker = || {
+        let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
+        let mut held: Option<(usize, C)> = None;
+        loop {
+            let (i, mut chunk, range) = {
+                let mut slots = slots.lock().expect("no worker panicked");
+                if let Some((i, c)) = held.take() {
+                    slots[i].0 = Some(c);
+                }
+                // the free, unfinished chunk furthest behind (ties: the lowest index)
+                let next = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (c, done))| c.is_some() && *done < steps)
+                    .min_by_key(|(_, (_, done))| *done)
+                    .map(|(i, _)| i);
+                let Some(i) = next else {
+                    return; // all done, or the rest in other threads' hands
+                };
+                let done = slots[i].1;
+                let end = (done + SLICE).min(steps);
+                slots[i].1 = end;
+                (i, slots[i].0.take().expect("free chunk"), done..end)
+            };
+            work(&mut chunk, range);
+            held = Some((i, chunk));
+        }
+    };
+    let worker = &worker;
+    rayon::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(move |_| worker());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chunk sees every step exactly once, in order, whatever the thread count.
+    #[test]
+    fn every_chunk_gets_every_step_in_order() {
+        for threads in [1, 2, 3] {
+            for steps in [1, SLICE, 3 * SLICE + 5] {
+                let chunks: Vec<(usize, Vec<usize>)> = (0..5).map(|i| (i, Vec::new())).collect();
+                let finished = Mutex::new(Vec::new());
+                run(chunks, steps, threads, |(i, seen), r| {
+                    seen.extend(r);
+                    if seen.len() >= steps {
+                        finished.lock().unwrap().push((*i, seen.clone()));
+                    }
+                });
+                let mut finished = finished.into_inner().unwrap();
+                finished.sort();
+                let want: Vec<_> = (0..5).map(|i| (i, (0..steps).collect())).collect();
+                assert_eq!(finished, want, "threads {threads}, steps {steps}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_are_whole_tiles() {
+        assert_eq!(chunk_rows(64, 1), 64);
+        assert_eq!(chunk_rows(64, 2), 16);
+        assert_eq!(chunk_rows(128, 2), 32);
+        assert_eq!(chunk_rows(5, 2), 8);
+    }
+}
