@@ -76,10 +76,25 @@ impl<F: Real> PackedB<F> {
         }
         let (k, n) = b.dim();
         let mut panels = vec![F::zero(); n.div_ceil(NR) * k * NR];
-        // (Zip walks B in its memory order, so a transposed view is read sequentially too.)
-        ndarray::Zip::indexed(b).for_each(|(p, j), &v| {
-            panels[((j / NR) * k + p) * NR + j % NR] = v;
-        });
+        // B is read in its memory order: a row of B (p) goes to row p of every panel, a column
+        // of a transposed view (j) to column j % NR of panel j / NR.
+        if k == 0 {
+            // nothing to copy
+        } else if b.strides()[1] == 1 {
+            for (p, row) in b.rows().into_iter().enumerate() {
+                let row = row.to_slice().expect("unit stride");
+                for (jb, src) in row.chunks(NR).enumerate() {
+                    panels[(jb * k + p) * NR..][..src.len()].copy_from_slice(src);
+                }
+            }
+        } else {
+            for (j, col) in b.columns().into_iter().enumerate() {
+                let panel = &mut panels[(j / NR) * k * NR..][..k * NR];
+                for (dst, &v) in panel[j % NR..].iter_mut().step_by(NR).zip(&col) {
+                    *dst = v;
+                }
+            }
+        }
         PackedB(Packing::Panels { panels, k, n })
     }
 
@@ -485,15 +500,16 @@ mod tests {
         ] {
             let a_t = filled(k, m, 0.37);
             let b = filled(n, k, 0.11).reversed_axes(); // B given transposed, as W_hhᵀ is
-            let packed = PackedB::new(b.view());
-            for accumulate in [false, true] {
-                for a in [a_t.t(), a_t.t().as_standard_layout().into_owned().view()] {
-                    let mut want = filled(m, n, 0.05);
-                    let mut got = want.clone();
-                    let b_rows = b.as_standard_layout(); // mat_mul reads B in place
-                    mat_mul(&a, &b_rows.view(), accumulate, &mut want.view_mut());
-                    mat_mul_packed(&a, &packed, accumulate, &mut got.view_mut());
-                    assert_eq!(want, got, "({m},{n},{k}) acc={accumulate}");
+            let b_rows = b.as_standard_layout(); // as W_hh is; mat_mul reads it in place
+            for packed in [PackedB::new(b.view()), PackedB::new(b_rows.view())] {
+                for accumulate in [false, true] {
+                    for a in [a_t.t(), a_t.t().as_standard_layout().into_owned().view()] {
+                        let mut want = filled(m, n, 0.05);
+                        let mut got = want.clone();
+                        mat_mul(&a, &b_rows.view(), accumulate, &mut want.view_mut());
+                        mat_mul_packed(&a, &packed, accumulate, &mut got.view_mut());
+                        assert_eq!(want, got, "({m},{n},{k}) acc={accumulate}");
+                    }
                 }
             }
         }

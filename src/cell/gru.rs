@@ -302,15 +302,8 @@ pub fn backward<F: Real>(
         .expect("same rows")
     };
     let params = LayerParams {
-        weight_ih: input_cols(prod.slice(s![h..h + i, ..]))
-            .t()
-            .as_standard_layout()
-            .into_owned(),
-        weight_hh: prod
-            .slice(s![..h, ..3 * h])
-            .t()
-            .as_standard_layout()
-            .into_owned(),
+        weight_ih: super::transposed(input_cols(prod.slice(s![h..h + i, ..])).view()),
+        weight_hh: super::transposed(prod.slice(s![..h, ..3 * h])),
         bias_ih: input_cols(prod.slice(s![h + i..h + i + 1, ..]))
             .row(0)
             .to_owned(),
