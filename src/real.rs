@@ -107,14 +107,16 @@ pub fn exp_f32(x: f32) -> f32 {
     let shifted = x * LOG2E + ROUND;
     let n = shifted - ROUND; // round(x / ln 2), as a float
     let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32; // the same, as an int
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let er = p * r * r + r + 1.0; // e^r
+    // Fused multiply-adds (one rounding each; exact on every CPU: an FMA instruction where
+    // the multiversioned loops run, the library's fmaf elsewhere).
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let p = 1.987_569_1e-4f32;
+    let p = p.mul_add(r, 1.398_199_9e-3);
+    let p = p.mul_add(r, 8.333_452e-3);
+    let p = p.mul_add(r, 4.166_579_6e-2);
+    let p = p.mul_add(r, 1.666_666_5e-1);
+    let p = p.mul_add(r, 0.5);
+    let er = (p * r).mul_add(r, r) + 1.0; // e^r
     let two_n = f32::from_bits((n_int.wrapping_add(127) as u32) << 23); // 2^n in range
     let y = er * two_n;
     if x > HI {
