@@ -24,12 +24,13 @@ use rnnlab::params::{CellKind, LayerParams};
 use rnnlab::real::Real;
 
 /// (I, H, B, T)
-const SHAPES: [(usize, usize, usize, usize); 5] = [
+const SHAPES: [(usize, usize, usize, usize); 6] = [
     (3, 37, 13, 9),
     (2, 64, 64, 20),
     (5, 16, 1, 4),
     (2, 20, 70, 6),  // row blocks of uneven size for 2 and 3 threads
     (2, 24, 40, 27), // 3 and 5 chunks of rows, T not a multiple of the slice length
+    (3, 40, 48, 50), // T·B = 2400: the weight-gradient product cut along T·B between threads
 ];
 
 struct Problem {

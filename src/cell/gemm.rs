@@ -10,7 +10,9 @@
 //! contiguous rows; otherwise (in particular always for `f64`, which the gradient check needs
 //! exact and reproducible) it calls `ndarray::linalg::general_mat_mul`. [`mat_mul_packed`]
 //! is the same product for a B that many products share, copied once into the layout the
-//! kernel reads fastest ([`PackedB`]: the recurrent weights, multiplied every timestep).
+//! kernel reads fastest ([`PackedB`]: the recurrent weights, multiplied every timestep), and
+//! [`mat_mul_at`] the weight-gradient product Aᵀ·B for an A built straight into that layout
+//! ([`PackedAt`]), which threads share and which can be cut along k.
 //!
 //! Determinism: every entry C[i, j] is computed by the same sequence of operations, whatever
 //! the tile it falls in and however the rows of A are split between threads: a sum over k in
@@ -107,6 +109,159 @@ impl<F: Real> PackedB<F> {
     }
 }
 
+/// The left operand of the weight-gradient products, Aᵀ·B with A (k, m) = [h_{t−1} | x_t | 1]
+/// over all T·B rows and the sum over those k rows: built once per backward pass, row by row,
+/// and read by every thread.
+///
+/// On the fast path (f32, AVX-512) A goes straight into the layout the kernel would copy it
+/// into for every product: for each [`KC`]-deep block of rows, [`MR`]-column panels of Aᵀ,
+/// `panel[i / MR][p][i % MR] = A(p, i)` (the last panel zero-padded). The threads, which
+/// split the product by the columns of B, then share one copy instead of each packing all of
+/// A, and the product can be cut into KC-aligned pieces of k ([`mat_mul_at`]) at no cost.
+/// Elsewhere A is kept as it is and the product is ndarray's.
+#[derive(Clone, Debug)]
+pub struct PackedAt<F>(APacking<F>);
+
+/// What [`PackedAt`] holds (private: the kernel trusts the panels' size).
+#[derive(Clone, Debug)]
+enum APacking<F> {
+    /// A itself, (k, m).
+    Plain(Array2<F>),
+    /// The panels of every KC block, k·⌈m / MR⌉·MR entries; block p0 starts at p0·⌈m / MR⌉·MR.
+    /// (The padding rows of the last panel are never read.)
+    Panels {
+        panels: ndarray::Array1<F>,
+        k: usize,
+        m: usize,
+    },
+}
+
+impl<F: Real> PackedAt<F> {
+    /// A (k, m) with row p written by `row(p, dst)` (dst: m entries), rows split over
+    /// `threads` threads in whole KC blocks.
+    pub fn build(k: usize, m: usize, threads: usize, row: impl Fn(usize, &mut [F]) + Sync) -> Self {
+        let blocks = k.div_ceil(KC).max(1);
+        let per_thread = blocks.div_ceil(threads.max(1)); // KC blocks per thread
+        if TypeId::of::<F>() != TypeId::of::<f32>() || !has_avx512() {
+            let mut a: Array2<F> = super::pool::take((k, m)); // every row written below
+            let jobs: Vec<_> = a
+                .axis_chunks_iter_mut(ndarray::Axis(0), per_thread * KC)
+                .enumerate()
+                .collect();
+            super::run_parallel(jobs, |(jb, mut rows)| {
+                for (r, mut dst) in rows.rows_mut().into_iter().enumerate() {
+                    row(
+                        jb * per_thread * KC + r,
+                        dst.as_slice_mut().expect("standard layout"),
+                    );
+                }
+            });
+            return PackedAt(APacking::Plain(a));
+        }
+        let m_pad = m.div_ceil(MR) * MR;
+        // from the buffer pool: a fresh one would cost a page fault per 4 KiB every step
+        let mut panels: ndarray::Array1<F> = super::pool::take(k * m_pad);
+        let all = panels.as_slice_mut().expect("fresh array");
+        let jobs: Vec<_> = all
+            .chunks_mut((per_thread * KC * m_pad).max(1))
+            .enumerate()
+            .collect();
+        super::run_parallel(jobs, |(jb, part)| {
+            let mut buf = vec![F::zero(); m];
+            for (b, block) in part.chunks_mut(KC * m_pad).enumerate() {
+                let p0 = (jb * per_thread + b) * KC;
+                let kc = block.len() / m_pad;
+                for pp in 0..kc {
+                    row(p0 + pp, &mut buf);
+                    for (ib, src) in buf.chunks(MR).enumerate() {
+                        block[ib * MR * kc + pp * MR..][..src.len()].copy_from_slice(src);
+                    }
+                }
+            }
+        });
+        PackedAt(APacking::Panels { panels, k, m })
+    }
+
+    /// Hands the buffer back to the pool (see [`super::pool`]).
+    pub fn recycle(self) {
+        match self.0 {
+            APacking::Plain(a) => super::pool::recycle(a),
+            APacking::Panels { panels, .. } => super::pool::recycle(panels),
+        }
+    }
+
+    /// (k, m)
+    pub fn dim(&self) -> (usize, usize) {
+        match &self.0 {
+            APacking::Plain(a) => a.dim(),
+            APacking::Panels { k, m, .. } => (*k, *m),
+        }
+    }
+}
+
+/// C (m, n) ← A[ks]ᵀ·B (+ C): the sum over the rows `ks` of A (`ks.start` a multiple of
+/// [`KC`]), with B (|ks|, n) holding the same rows. Cutting a product over k at multiples
+/// of KC and accumulating the pieces in order gives bit-identical results on the fast path
+/// (the kernel adds each KC block into C in turn anyway); see [`splits_k_exactly`].
+pub fn mat_mul_at<F: Real>(
+    a: &PackedAt<F>,
+    ks: std::ops::Range<usize>,
+    b: &ArrayView2<F>,
+    accumulate: bool,
+    c: &mut ArrayViewMut2<F>,
+) {
+    let (k, m) = a.dim();
+    let n = b.ncols();
+    assert!(
+        ks.start.is_multiple_of(KC) && ks.end <= k && b.nrows() == ks.len() && c.dim() == (m, n),
+        "mat_mul_at: rows {ks:?} of ({k}, {m})ᵀ·{:?} into {:?}",
+        b.dim(),
+        c.dim()
+    );
+    let APacking::Panels { panels, .. } = &a.0 else {
+        let APacking::Plain(a) = &a.0 else {
+            unreachable!()
+        };
+        return mat_mul(&a.slice(ndarray::s![ks, ..]).t(), b, accumulate, c);
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    if ks.is_empty() {
+        if !accumulate {
+            c.fill(F::zero());
+        }
+        return;
+    }
+    // (the column stride of a single column is never used)
+    assert!(
+        n == 1 || b.strides()[1] == 1 && c.strides()[1] == 1,
+        "mat_mul_at: B and C need contiguous rows, got strides {:?} and {:?}",
+        b.strides(),
+        c.strides()
+    );
+    let m_pad = m.div_ceil(MR) * MR;
+    // SAFETY: panels are only made for f32 with AVX-512, so F is f32 and the kernel may run;
+    // they hold every KC block of k rows of ⌈m / MR⌉ panels, and block ks.start begins at
+    // entry ks.start·m_pad; B and C are valid views of the asserted shapes.
+    unsafe {
+        avx512::gemm(
+            (m, n, ks.len()),
+            ALayout::Panels((panels.as_ptr() as *const f32).add(ks.start * m_pad)),
+            BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0]),
+            (c.as_mut_ptr() as *mut f32, c.strides()[0]),
+            accumulate,
+        )
+    }
+}
+
+/// True if a product over k cut at multiples of [`KC`] into pieces, each accumulated into C
+/// in order, gives bit-identical results to one product: on the fast path (f32, AVX-512),
+/// where the kernel sums each KC-deep block into C in turn anyway; not for ndarray's.
+pub fn splits_k_exactly<F: 'static>() -> bool {
+    TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512()
+}
+
 /// C ← A·B + β·C as [`mat_mul`], for a B prepared by [`PackedB::new`]; bit-identical results.
 pub fn mat_mul_packed<F: Real>(
     a: &ArrayView2<F>,
@@ -170,12 +325,22 @@ fn product<F: Real>(a: &ArrayView2<F>, b: Rhs<'_, F>, accumulate: bool, c: &mut 
     unsafe {
         avx512::gemm(
             (m, n, k),
-            (a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
+            ALayout::Strided(a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
             layout,
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
             accumulate,
         )
     }
+}
+
+/// How the AVX-512 kernel finds A(i, p).
+#[derive(Clone, Copy)]
+enum ALayout {
+    /// With these row and k strides: A(i, p) = ptr[i·rs + p·ks].
+    Strided(*const f32, isize, isize),
+    /// [`PackedAt`]'s panels, from a row that starts a KC block: A(i, p) for p in the block
+    /// starting at p0 and kc deep = ptr[p0·m_pad + (i / MR)·MR·kc + (p − p0)·MR + i % MR].
+    Panels(*const f32),
 }
 
 /// How the AVX-512 kernel finds B(p, j).
@@ -206,7 +371,7 @@ pub fn has_avx512() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BLayout, KC, MR, NR, PACK_B_ENTRIES};
+    use super::{ALayout, BLayout, KC, MR, NR, PACK_B_ENTRIES};
     use std::arch::x86_64::*;
 
     /// C (m, n) ← A·B (+ C). A(i, p) = a[i·a_rs + p·a_ks], B as `b` says,
@@ -218,7 +383,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gemm(
         (m, n, k): (usize, usize, usize),
-        (a, a_rs, a_ks): (*const f32, isize, isize),
+        a: ALayout,
         b: BLayout,
         (c, c_rs): (*mut f32, isize),
         accumulate: bool,
@@ -226,7 +391,12 @@ mod avx512 {
         // When A is strided along k (A = Mᵀ for a row-major M, as in the weight gradients),
         // each kc block of A is first copied into MR-row panels, panel[p][r] = A(i0 + r, p),
         // so that the tiles read it sequentially; the sums themselves are unchanged.
-        let pack = a_ks != 1;
+        let (a, a_rs, a_ks, prepacked_a) = match a {
+            ALayout::Strided(ptr, rs, ks) => (ptr, rs, ks, false),
+            ALayout::Panels(ptr) => (ptr, 0, 0, true),
+        };
+        let m_pad = m.div_ceil(MR) * MR;
+        let pack = !prepacked_a && a_ks != 1;
         let mut panels = if pack {
             vec![0.0f32; m.div_ceil(MR) * MR * KC.min(k)]
         } else {
@@ -241,7 +411,8 @@ mod avx512 {
             BLayout::Rows(ptr, rs) => (ptr, rs, false),
             BLayout::Panels(ptr) => (ptr, NR as isize, true),
         };
-        let pack_b = !prepacked && k > KC && k * n >= PACK_B_ENTRIES;
+        // (A piece of a product cut along k (A prepacked) is part of a large product.)
+        let pack_b = !prepacked && (prepacked_a || k > KC && k * n >= PACK_B_ENTRIES);
         let mut b_panels = if pack_b {
             vec![0.0f32; n.div_ceil(NR) * NR * KC]
         } else {
@@ -271,7 +442,11 @@ mod avx512 {
             }
             // (offset of row i0 per i0, row stride and k stride inside a tile)
             let (mut i0_step, mut t_rs, mut t_ks) = (a_rs, a_rs, a_ks);
-            if pack {
+            if prepacked_a {
+                // this block's panels start at row p0 of a (which starts a KC block)
+                a_p = unsafe { a.add(p0 * m_pad) };
+                (i0_step, t_rs, t_ks) = (kc as isize, 1, MR as isize);
+            } else if pack {
                 for p in 0..kc {
                     let a_row = unsafe { a_p.offset(p as isize * a_ks) };
                     for ib in 0..m.div_ceil(MR) {
@@ -439,7 +614,7 @@ mod avx512 {
     /// Never called: [`super::has_avx512`] is false off x86-64.
     pub(super) unsafe fn gemm(
         _: (usize, usize, usize),
-        _: (*const f32, isize, isize),
+        _: super::ALayout,
         _: super::BLayout,
         _: (*mut f32, isize),
         _: bool,
@@ -510,6 +685,42 @@ mod tests {
                         mat_mul_packed(&a, &packed, accumulate, &mut got.view_mut());
                         assert_eq!(want, got, "({m},{n},{k}) acc={accumulate}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Aᵀ·B from a [`PackedAt`], whole or cut along k at multiples of KC and accumulated, is
+    /// bit-identical to [`mat_mul`] on the transposed view (which packs A itself), at edge
+    /// shapes (m not a multiple of MR, k not a multiple of KC) and for any thread count of
+    /// the build.
+    #[test]
+    fn packed_at_is_bit_identical_whole_and_cut() {
+        for &(k, m, n) in &[
+            (1, 1, 1),
+            (300, 13, 40),
+            (3 * KC + 17, 37, 70),
+            (2 * KC, 8, 32),
+        ] {
+            let a = filled(k, m, 0.23);
+            let b = filled(k, n, 0.41);
+            let mut want = Array2::zeros((m, n));
+            mat_mul(&a.t(), &b.view(), false, &mut want.view_mut());
+            for threads in [1, 2, 3] {
+                let packed = PackedAt::build(k, m, threads, |p, dst| {
+                    dst.copy_from_slice(a.row(p).as_slice().unwrap())
+                });
+                let mut whole = Array2::zeros((m, n));
+                mat_mul_at(&packed, 0..k, &b.view(), false, &mut whole.view_mut());
+                assert_eq!(want, whole, "({k},{m},{n}) whole, {threads} threads");
+                if splits_k_exactly::<f32>() {
+                    let mut cut = Array2::zeros((m, n));
+                    for (piece, k0) in (0..k).step_by(KC).enumerate() {
+                        let ks = k0..(k0 + KC).min(k);
+                        let b = b.slice(s![ks.clone(), ..]);
+                        mat_mul_at(&packed, ks, &b, piece > 0, &mut cut.view_mut());
+                    }
+                    assert_eq!(want, cut, "({k},{m},{n}) cut");
                 }
             }
         }

@@ -373,8 +373,10 @@ pub(crate) fn weight_grads<F: Real>(
 /// P = [h_{t−1} | x_t | 1]ᵀ · da, summed over all steps in one product: (H + I + 1, C) for
 /// `da` (T·B, C). Rows 0…H−1 hold Σ_t h_{t−1}ᵀ da_t, rows H…H+I−1 Σ_t x_tᵀ da_t, row H+I
 /// Σ_t Σ_b da_t: the weight and bias gradients, transposed. `hs` (T+1, B, H) is consumed
-/// (only h₀ … h_{T−1} are read), `x` is (T, B, I). The product is split over column blocks of
-/// `da` between threads (each entry is the same sum in the same order whatever the split).
+/// (only h₀ … h_{T−1} are read), `x` is (T, B, I). [h_{t−1} | x_t | 1] is built once, in the
+/// layout the product reads ([`gemm::PackedAt`]), and shared by the threads, which advance
+/// column blocks of P through the sum in slices (each entry is the same sum in the same order
+/// whatever the split).
 pub(crate) fn grad_product<F: Real>(
     da: ndarray::ArrayView2<F>,
     hs: Array3<F>,
@@ -385,41 +387,38 @@ pub(crate) fn grad_product<F: Real>(
     let (t_len, b, i) = x.dim();
     let h = hs.dim().2;
     let cols_total = da.ncols();
-    // [h_{t−1} | x_t | 1]: (T·B, H + I + 1), row by row in one pass, rows split over threads
-    let mut hx1: Array2<F> = pool::take((t_len * b, h + i + 1));
+    // A = [h_{t−1} | x_t | 1]: (T·B, H + I + 1), row by row, rows split over the threads
+    let k = t_len * b;
     let h_prev = hs.slice(s![..t_len, .., ..]);
-    let h_prev = h_prev
-        .into_shape_with_order((t_len * b, h))
-        .expect("contiguous");
-    let x2 = x.into_shape_with_order((t_len * b, i)).expect("contiguous");
-    let rows = block_rows(t_len * b, threads);
-    let jobs: Vec<_> = hx1
-        .axis_chunks_iter_mut(Axis(0), rows)
-        .zip(h_prev.axis_chunks_iter(Axis(0), rows))
-        .zip(x2.axis_chunks_iter(Axis(0), rows))
-        .collect();
-    run_parallel(jobs, |((mut hx1, h_prev), x)| {
-        let rows = hx1.rows_mut().into_iter().zip(h_prev.rows()).zip(x.rows());
-        for ((mut dst, h_row), x_row) in rows {
-            let dst = dst.as_slice_mut().expect("standard layout");
-            dst[..h].copy_from_slice(h_row.as_slice().expect("standard layout"));
-            dst[h..h + i].copy_from_slice(x_row.as_slice().expect("standard layout"));
-            dst[h + i] = F::one();
-        }
+    let h_prev = h_prev.into_shape_with_order((k, h)).expect("contiguous");
+    let x2 = x.into_shape_with_order((k, i)).expect("contiguous");
+    let a = gemm::PackedAt::build(k, h + i + 1, threads, |p, dst| {
+        dst[..h].copy_from_slice(h_prev.row(p).to_slice().expect("standard layout"));
+        dst[h..h + i].copy_from_slice(x2.row(p).to_slice().expect("standard layout"));
+        dst[h + i] = F::one();
     });
     pool::recycle(hs);
 
+    // P = Aᵀ·da by column blocks of P, advanced through the sum over T·B a few KC-deep blocks
+    // at a time by whichever thread is free (see [`slices`]); where the product cannot be cut
+    // along k exactly, each column block in one piece.
     let mut out = Array2::<F>::zeros((h + i + 1, cols_total));
-    let cols = block_rows(cols_total, threads).next_multiple_of(gemm::NR);
-    let jobs: Vec<_> = out
+    let depth = if gemm::splits_k_exactly::<F>() {
+        gemm::KC
+    } else {
+        k.max(1)
+    };
+    let cols = slices::chunk_rows(cols_total, threads).next_multiple_of(gemm::NR);
+    let chunks: Vec<_> = out
         .axis_chunks_iter_mut(Axis(1), cols)
         .zip(da.axis_chunks_iter(Axis(1), cols))
         .collect();
-    let hx1_t = hx1.t();
-    run_parallel(jobs, |(mut out, da)| {
-        gemm::mat_mul(&hx1_t, &da, false, &mut out)
+    slices::run(chunks, k.div_ceil(depth), threads, |(out, da), blocks| {
+        let ks = blocks.start * depth..(blocks.end * depth).min(k);
+        let da = da.slice(s![ks.clone(), ..]);
+        gemm::mat_mul_at(&a, ks, &da, blocks.start > 0, out)
     });
-    pool::recycle(hx1);
+    a.recycle();
     out
 }
 
