@@ -12,6 +12,9 @@
 //! takes more slices, all chunks finish at about the same time, and the idle time at the end
 //! is at most one slice.
 //!
+//! The weight-gradient product after the loop is scheduled the same way ([`super::grad_product`]):
+//! its chunks are column blocks, its "steps" the 256-deep blocks of the sum over T·B.
+//!
 //! Which thread runs which slice varies from run to run, but no number depends on it: each
 //! row's arithmetic is the same whatever chunk it is in and whoever advances it, so results
 //! stay bit-identical for every thread count (tested in `tests/fast_vs_reference.rs`).
