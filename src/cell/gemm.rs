@@ -199,7 +199,7 @@ impl<F: Real> PackedAt<F> {
     }
 }
 
-/// C (m, n) ← A[ks]ᵀ·B (+ C): the sum over the rows `ks` of A (`ks.start` a multiple of
+/// C (m, n) ← `A[ks]ᵀ·B` (+ C): the sum over the rows `ks` of A (`ks.start` a multiple of
 /// [`KC`]), with B (|ks|, n) holding the same rows. Cutting a product over k at multiples
 /// of KC and accumulating the pieces in order gives bit-identical results on the fast path
 /// (the kernel adds each KC block into C in turn anyway); see [`splits_k_exactly`].
