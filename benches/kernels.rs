@@ -113,6 +113,31 @@ fn gemm_per_step_packed(bencher: Bencher, shape: usize) {
         .bench_local(|| gemm::mat_mul_packed(&a.view(), &b, false, &mut c.view_mut()));
 }
 
+/// The weight-gradient product (131, 6400)·(6400, 512) with [h | x | 1] prebuilt in the
+/// kernel's layout ([`gemm::PackedAt`], as the cells use it; `gemm_kernel` shape 2 is the same
+/// product with A read from a transposed view and packed inside), whole and cut into 2048-row
+/// pieces as the threads run it.
+#[divan::bench(args = [false, true])]
+fn gemm_weight_grad_packed_a(bencher: Bencher, cut: bool) {
+    let (m, k, n) = (131, 6400, 512);
+    let a = matrix(k, m, 0.3);
+    let a = gemm::PackedAt::build(k, m, 1, |p, dst| {
+        dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
+    });
+    let b = matrix(k, n, 0.7);
+    let mut c = Array2::<f32>::zeros((m, n));
+    let piece = if cut { 8 * gemm::KC } else { k };
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * k))
+        .bench_local(|| {
+            for k0 in (0..k).step_by(piece) {
+                let ks = k0..(k0 + piece).min(k);
+                let b = b.slice(ndarray::s![ks.clone(), ..]);
+                gemm::mat_mul_at(&a, ks, &b, k0 > 0, &mut c.view_mut());
+            }
+        });
+}
+
 /// The ceiling of every product: fused multiply-adds on registers only (16 independent
 /// AVX-512 accumulators, no memory traffic), 32 flops each. The products' "peak" in
 /// `rnnlab bench` is measured at the step's shapes and sits below this.
