@@ -282,9 +282,8 @@ pub fn backward<F: Real>(
         })
         .collect();
     let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (3H, H)
-    // chunks advance by "steps done", k = 0 … T−1, which is t = T−1−k
-    slices::run(chunks, t_len, how.threads, |rows, done| {
-        backward_rows(&w_hh, rows, t_len - done.end..t_len - done.start)
+    slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
+        backward_rows(&w_hh, rows, steps)
     });
 
     // `gates` now holds [da_r da_z dah_n dax_n] for every step: (T·B, 4H).

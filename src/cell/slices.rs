@@ -90,6 +90,21 @@ pub(crate) fn run<C: Send>(
     });
 }
 
+/// [`run`] walking time backwards: every chunk sees the step ranges (steps−SLICE)..steps,
+/// (steps−2·SLICE)..(steps−SLICE), …, down to 0 (each range to be walked downwards), as the
+/// backward passes need them.
+pub(crate) fn run_backward<C: Send>(
+    chunks: Vec<C>,
+    steps: usize,
+    threads: usize,
+    work: impl Fn(&mut C, Range<usize>) + Sync,
+) {
+    // a chunk that has done `done` steps of the walk has reached t = steps − done.end
+    run(chunks, steps, threads, |c, done| {
+        work(c, steps - done.end..steps - done.start)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +127,26 @@ mod tests {
                 let want: Vec<_> = (0..5).map(|i| (i, (0..steps).collect())).collect();
                 assert_eq!(finished, want, "threads {threads}, steps {steps}");
             }
+        }
+    }
+
+    /// Backwards, every chunk sees every step once, from the last down to 0.
+    #[test]
+    fn backward_walks_every_step_down() {
+        for threads in [1, 2, 3] {
+            let steps = 3 * SLICE + 5;
+            let chunks: Vec<(usize, Vec<usize>)> = (0..4).map(|i| (i, Vec::new())).collect();
+            let finished = Mutex::new(Vec::new());
+            run_backward(chunks, steps, threads, |(i, seen), r| {
+                seen.extend(r.rev());
+                if seen.len() >= steps {
+                    finished.lock().unwrap().push((*i, seen.clone()));
+                }
+            });
+            let mut finished = finished.into_inner().unwrap();
+            finished.sort();
+            let want: Vec<_> = (0..4).map(|i| (i, (0..steps).rev().collect())).collect();
+            assert_eq!(finished, want, "threads {threads}");
         }
     }
 
