@@ -85,9 +85,12 @@ pub fn forward_masked<F: Real>(
     let mut x_own: Array3<F> = pool::take(x.dim());
     x_own.assign(&x);
     let x = x_own;
-    let w_ih_t = p.weight_ih.t().as_standard_layout().into_owned(); // (I, H)
-    let w_hh_t = gemm::PackedB::new(p.weight_hh.t()); // (H, H)
-    let bias: Array1<F> = &p.bias_ih + &p.bias_hh; // (H)
+    let w = StepWeights {
+        w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
+        w_hh_t: gemm::PackedB::new(p.weight_hh.t()),
+        bias: &p.bias_ih + &p.bias_hh,
+        activation,
+    };
     let mut hs = pool::take((t_len + 1, b, h));
     hs.index_axis_mut(Axis(0), 0).assign(&h0);
 
@@ -98,7 +101,7 @@ pub fn forward_masked<F: Real>(
         .zip(super::mask_blocks(mask.as_ref(), rows))
         .collect();
     slices::run(chunks, t_len, threads, |((x, hs), m), steps| {
-        forward_rows(&w_ih_t, &w_hh_t, &bias, activation, x, hs, m, steps)
+        forward_rows(&w, x, hs, m, steps)
     });
     RnnCache {
         x,
@@ -108,14 +111,21 @@ pub fn forward_masked<F: Real>(
     }
 }
 
+/// The weights and bias as the per-step products read them, and φ.
+struct StepWeights<F> {
+    /// W_ihᵀ: (I, H)
+    w_ih_t: Array2<F>,
+    /// W_hhᵀ: (H, H), packed for the per-step product
+    w_hh_t: gemm::PackedB<F>,
+    /// b_ih + b_hh: (H)
+    bias: Array1<F>,
+    activation: Activation,
+}
+
 /// Steps `steps` of the time loop over one chunk of rows: x (T, b, I), hs (T+1, b, H),
 /// mask (T, b).
-#[allow(clippy::too_many_arguments)]
 fn forward_rows<F: Real>(
-    w_ih_t: &Array2<F>,
-    w_hh_t: &gemm::PackedB<F>,
-    bias: &Array1<F>,
-    activation: Activation,
+    w: &StepWeights<F>,
     x: &ArrayView3<F>,
     hs: &mut ArrayViewMut3<F>,
     mask: &Option<ArrayView2<F>>,
@@ -125,11 +135,11 @@ fn forward_rows<F: Real>(
         let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
         let mut a = next.index_axis_mut(Axis(0), 0); // a_t, then h_t in place: (b, H)
         // a_t = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ
-        super::input_projection(x.index_axis(Axis(0), t), w_ih_t, bias, &mut a);
-        gemm::mat_mul_packed(&prev.index_axis(Axis(0), t), w_hh_t, true, &mut a);
+        super::input_projection(x.index_axis(Axis(0), t), &w.w_ih_t, &w.bias, &mut a);
+        gemm::mat_mul_packed(&prev.index_axis(Axis(0), t), &w.w_hh_t, true, &mut a);
         // h_t = φ(a_t)
         let a = a.as_slice_mut().expect("row block is contiguous");
-        match activation {
+        match w.activation {
             Activation::Tanh => tanh_in_place::<F>(a),
             Activation::Relu => relu_in_place::<F>(a),
         }
