@@ -73,7 +73,7 @@ impl<F: Real> PackedB<F> {
     /// Prepares B (k, n), of any layout (a weight matrix or its transpose), for
     /// [`mat_mul_packed`].
     pub fn new(b: ArrayView2<F>) -> Self {
-        if TypeId::of::<F>() != TypeId::of::<f32>() || !has_avx512() {
+        if !kernel_runs::<F>() {
             return PackedB(Packing::Plain(b.as_standard_layout().into_owned()));
         }
         let (k, n) = b.dim();
@@ -142,7 +142,7 @@ impl<F: Real> PackedAt<F> {
     pub fn build(k: usize, m: usize, threads: usize, row: impl Fn(usize, &mut [F]) + Sync) -> Self {
         let blocks = k.div_ceil(KC).max(1);
         let per_thread = blocks.div_ceil(threads.max(1)); // KC blocks per thread
-        if TypeId::of::<F>() != TypeId::of::<f32>() || !has_avx512() {
+        if !kernel_runs::<F>() {
             let mut a: Array2<F> = super::pool::take((k, m)); // every row written below
             let jobs: Vec<_> = a
                 .axis_chunks_iter_mut(ndarray::Axis(0), per_thread * KC)
@@ -218,19 +218,11 @@ pub fn mat_mul_at<F: Real>(
         b.dim(),
         c.dim()
     );
-    let APacking::Panels { panels, .. } = &a.0 else {
-        let APacking::Plain(a) = &a.0 else {
-            unreachable!()
-        };
-        return mat_mul(&a.slice(ndarray::s![ks, ..]).t(), b, accumulate, c);
+    let panels = match &a.0 {
+        APacking::Plain(a) => return mat_mul(&a.slice(ndarray::s![ks, ..]).t(), b, accumulate, c),
+        APacking::Panels { panels, .. } => panels,
     };
-    if m == 0 || n == 0 {
-        return;
-    }
-    if ks.is_empty() {
-        if !accumulate {
-            c.fill(F::zero());
-        }
+    if empty_product((m, n, ks.len()), accumulate, c) {
         return;
     }
     // (the column stride of a single column is never used)
@@ -259,7 +251,25 @@ pub fn mat_mul_at<F: Real>(
 /// in order, gives bit-identical results to one product: on the fast path (f32, AVX-512),
 /// where the kernel sums each KC-deep block into C in turn anyway; not for ndarray's.
 pub fn splits_k_exactly<F: 'static>() -> bool {
+    kernel_runs::<F>()
+}
+
+/// True if the AVX-512 kernel computes products of F here (f32 on a CPU with AVX-512F).
+fn kernel_runs<F: 'static>() -> bool {
     TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512()
+}
+
+/// Handles the shapes with nothing to multiply (m, n or k zero; C ← 0 unless accumulating)
+/// and returns true if there were any.
+fn empty_product<F: Real>(
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    c: &mut ArrayViewMut2<F>,
+) -> bool {
+    if m > 0 && n > 0 && k == 0 && !accumulate {
+        c.fill(F::zero());
+    }
+    m == 0 || n == 0 || k == 0
 }
 
 /// C ← A·B + β·C as [`mat_mul`], for a B prepared by [`PackedB::new`]; bit-identical results.
@@ -296,16 +306,10 @@ fn product<F: Real>(a: &ArrayView2<F>, b: Rhs<'_, F>, accumulate: bool, c: &mut 
         "mat_mul: ({m}, {k})·({k2}, {n}) into {:?}",
         c.dim()
     );
-    if m == 0 || n == 0 {
+    if empty_product((m, n, k), accumulate, c) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            c.fill(F::zero());
-        }
-        return;
-    }
-    let fast = TypeId::of::<F>() == TypeId::of::<f32>() && has_avx512() && c.strides()[1] == 1;
+    let fast = kernel_runs::<F>() && c.strides()[1] == 1;
     let layout = match b {
         Rhs::View(b) if fast && b.strides()[1] == 1 => {
             BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0])
@@ -374,7 +378,7 @@ mod avx512 {
     use super::{ALayout, BLayout, KC, MR, NR, PACK_B_ENTRIES};
     use std::arch::x86_64::*;
 
-    /// C (m, n) ← A·B (+ C). A(i, p) = a[i·a_rs + p·a_ks], B as `b` says,
+    /// C (m, n) ← A·B (+ C). A as `a` says, B as `b` says,
     /// C(i, j) = c[i·c_rs + j] (strides in elements).
     ///
     /// # Safety
