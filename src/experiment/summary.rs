@@ -3,7 +3,7 @@
 
 use super::charts::{MODEL_ORDER, model_label, model_rank};
 use super::config::VanishingConfig;
-use super::data::{AccuracyRow, GradRow, MemoryRow, read};
+use super::data::{AccuracyRow, GradRow, HeatRow, MemoryRow, read};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,12 +53,13 @@ pub fn write(dir: &Path, cfg: &VanishingConfig) -> Result<()> {
             writeln!(md, "![{} heatmap](heatmap_{m}.png)", model_label(m))?;
         }
         writeln!(md)?;
+        let rnn = read::<HeatRow>(&dir.join("heatmap_rnn.csv"))
+            .map(|rows| rnn_rows_sentence(&rows))
+            .unwrap_or_default();
         writeln!(
             md,
             "Each row is one probe (training step, bottom to top), each column a timestep; the colour is log10 ‖∂L/∂h_t‖ on one shared scale. \
-             The loss sits at the right edge. For the RNN the colour darkens quickly towards the left in every row: whatever it learns, \
-             the error signal from the loss does not reach the early timesteps, where the first marker of the adding task lies. \
-             The LSTM's rows stay bright much further left.{}\n",
+             The loss sits at the right edge.{rnn} The LSTM's rows stay bright much further left.{}\n",
             if heat.contains(&"gru") {
                 " The GRU starts out as dark as the RNN (its update gate z = σ(≈0) ≈ 0.5 halves the direct path h_{t−1} → h_t \
                  at every step) and brightens as training pushes z towards 1 where the task needs memory."
@@ -79,6 +80,60 @@ pub fn write(dir: &Path, cfg: &VanishingConfig) -> Result<()> {
 }
 
 /// The `run.json` of a result folder (null if there is none).
+/// Decades the gradient may lose over 50 steps back for a heatmap row to count as "reaching"
+/// that far.
+const REACH_DECADES: f64 = 6.0;
+
+/// What the RNN's heatmap rows show, measured: in how many probes the gradient 50 steps back
+/// (or half the sequence, if shorter) has fallen more than [`REACH_DECADES`] decades below its
+/// value at the loss, and at which steps it did not. Empty without rows.
+fn rnn_rows_sentence(rows: &[HeatRow]) -> String {
+    let mut by_step: BTreeMap<usize, BTreeMap<usize, f64>> = BTreeMap::new();
+    for r in rows {
+        by_step
+            .entry(r.step)
+            .or_default()
+            .insert(r.t, r.log10_dh_norm);
+    }
+    let reaching: Vec<usize> = by_step
+        .iter()
+        .filter(|(_, ts)| {
+            let last = ts.keys().next_back().copied().unwrap_or(0);
+            let back = last.saturating_sub(50.min(last.div_ceil(2)));
+            ts[&last] - ts[&back] < REACH_DECADES
+        })
+        .map(|(&step, _)| step)
+        .collect();
+    let total = by_step.len();
+    let early = "the error signal from the loss does not reach the early timesteps, where the first \
+                 marker of the adding task lies";
+    match reaching.len() {
+        0 if total == 0 => String::new(),
+        0 => format!(
+            " For the RNN the colour darkens quickly towards the left in every row (more than \
+             {REACH_DECADES} decades lost 50 steps back): whatever it learns, {early}."
+        ),
+        n => {
+            let steps: Vec<String> = reaching.iter().map(|s| s.to_string()).collect();
+            let last_dark = by_step.keys().next_back() != reaching.last();
+            format!(
+                " For the RNN the colour darkens quickly towards the left in {} of {total} rows \
+                 (more than {REACH_DECADES} decades lost 50 steps back): in most of training {early}. \
+                 In the probe{} at step{} {} the gradient reached further back{}.",
+                total - n,
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "" } else { "s" },
+                steps.join(", "),
+                if last_dark {
+                    "; the later rows are dark again"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+}
+
 fn run_json(dir: &Path) -> serde_json::Value {
     std::fs::read_to_string(dir.join("run.json"))
         .ok()
@@ -319,4 +374,44 @@ fn accuracy_section(md: &mut String, task: &str, rows: &[AccuracyRow]) -> Result
     }
     writeln!(md)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: usize, t: usize, v: f64) -> HeatRow {
+        HeatRow {
+            model: "rnn".into(),
+            step,
+            t,
+            log10_dh_norm: v,
+        }
+    }
+
+    /// Rows that lose 10 decades over 100 steps (0.1 a step), and one at step 600 that loses
+    /// only 0.02 a step: the sentence counts and names them from the numbers.
+    #[test]
+    fn rnn_sentence_is_measured() {
+        let probe = |step: usize, per_step: f64| -> Vec<HeatRow> {
+            (0..100)
+                .map(|t| row(step, t, -3.0 - per_step * (99 - t) as f64))
+                .collect()
+        };
+        let mut rows: Vec<HeatRow> = [0, 200, 400, 800]
+            .iter()
+            .flat_map(|&s| probe(s, 0.2))
+            .collect();
+        assert!(rnn_rows_sentence(&rows).contains("in every row"));
+        rows.extend(probe(600, 0.02));
+        let s = rnn_rows_sentence(&rows);
+        assert!(s.contains("in 4 of 5 rows"), "{s}");
+        assert!(
+            s.contains(
+                "at step 600 the gradient reached further back; the later rows are dark again"
+            ),
+            "{s}"
+        );
+        assert_eq!(rnn_rows_sentence(&[]), "");
+    }
 }
