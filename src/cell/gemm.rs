@@ -77,7 +77,17 @@ impl<F: Real> PackedB<F> {
             return PackedB(Packing::Plain(b.as_standard_layout().into_owned()));
         }
         let (k, n) = b.dim();
-        let mut panels = vec![F::zero(); n.div_ceil(NR) * k * NR];
+        // from the buffer pool (see [`Self::recycle`]); every entry is written below
+        let mut panels = super::pool::take::<F, _, _>(n.div_ceil(NR) * k * NR)
+            .into_raw_vec_and_offset()
+            .0;
+        if !n.is_multiple_of(NR) {
+            // the last panel's columns beyond n, which the kernel reads as zeros
+            let last = &mut panels[(n / NR) * k * NR..];
+            for row in last.chunks_exact_mut(NR) {
+                row[n % NR..].fill(F::zero());
+            }
+        }
         // B is read in its memory order: a row of B (p) goes to row p of every panel, a column
         // of a transposed view (j) to column j % NR of panel j / NR.
         if k == 0 {
@@ -98,6 +108,14 @@ impl<F: Real> PackedB<F> {
             }
         }
         PackedB(Packing::Panels { panels, k, n })
+    }
+
+    /// Hands the panels back to the buffer pool (see [`super::pool`]): the forward and the
+    /// backward pass each pack a weight matrix every training step.
+    pub fn recycle(self) {
+        if let Packing::Panels { panels, .. } = self.0 {
+            super::pool::recycle(ndarray::Array1::from_vec(panels));
+        }
     }
 
     /// (k, n)

@@ -142,6 +142,7 @@ pub fn forward_masked<F: Real>(
     slices::run(chunks, t_len, threads, |r, steps| {
         forward_rows(&w, r, steps)
     });
+    w.w_hh_t.recycle();
     GruCache { x, gates, hs, mask }
 }
 
@@ -285,6 +286,7 @@ pub fn backward<F: Real>(
     slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
         backward_rows(&w_hh, rows, steps)
     });
+    w_hh.recycle();
 
     // `gates` now holds [da_r da_z dah_n dax_n] for every step: (T·B, 4H).
     let d = gates

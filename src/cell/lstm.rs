@@ -127,6 +127,7 @@ pub fn forward_masked<F: Real>(
     slices::run(chunks, t_len, threads, |r, steps| {
         forward_rows(&w, r, steps)
     });
+    w.w_hh_t.recycle();
     LstmCache {
         x,
         gates,
@@ -307,6 +308,7 @@ pub fn backward<F: Real>(
     slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
         backward_rows(&w_hh, rows, steps)
     });
+    w_hh.recycle();
     pool::recycle(cs);
 
     // `gates` now holds da for every step.

@@ -103,6 +103,7 @@ pub fn forward_masked<F: Real>(
     slices::run(chunks, t_len, threads, |((x, hs), m), steps| {
         forward_rows(&w, x, hs, m, steps)
     });
+    w.w_hh_t.recycle();
     RnnCache {
         x,
         hs,
@@ -212,6 +213,7 @@ pub fn backward<F: Real>(
     slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
         backward_rows(&w_hh, activation, rows, steps)
     });
+    w_hh.recycle();
 
     let da = da
         .into_shape_with_order((t_len * b, h))
