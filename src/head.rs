@@ -53,15 +53,16 @@ pub fn forward<F: Real>(head: &Linear<F>, hs: &Array3<F>, readout: Readout) -> A
     y.into_shape_with_order((t_out, b, o)).expect("contiguous")
 }
 
-/// Given dy (T_out, B, O), returns the head's gradients and ∂L/∂h_t for every t, (T, B, H)
-/// (zero where the head did not read).
+/// Given dy (T_out, B, O), returns the head's gradients and ∂L/∂h_t for the T_out states it
+/// read, (T_out, B, H): the last T_out of the layer's T steps (the gradient at the others is
+/// zero, and the cells take it in this form; see [`crate::cell::backward`]).
 pub fn backward<F: Real>(
     head: &Linear<F>,
     hs: &Array3<F>,
     readout: Readout,
     dy: ArrayView3<F>,
 ) -> (Linear<F>, Array3<F>) {
-    let (t1, b, h) = hs.dim();
+    let (_, b, h) = hs.dim();
     let (t_out, _, o) = dy.dim();
     let rows = read_rows(hs, readout);
     let dy2 = dy.as_standard_layout();
@@ -77,12 +78,9 @@ pub fn backward<F: Real>(
     };
     general_mat_mul(F::one(), &dy2.t(), &rows, F::zero(), &mut grad.weight);
     grad.bias = dy2.sum_axis(Axis(0));
-    let dh_read = dy2
-        .dot(&head.weight)
-        .into_shape_with_order((t_out, b, h))
-        .expect("contiguous");
-    // (T, B, H), mostly zeros for a last-step readout; recycled by the caller after backward
-    let mut dh = crate::cell::pool::zeros((t1 - 1, b, h));
-    dh.slice_mut(s![t1 - 1 - t_out.., .., ..]).assign(&dh_read);
+    // (T_out·B, H), T·B·H entries when every state is read: recycled by the caller
+    let mut dh: Array2<F> = crate::cell::pool::zeros((t_out * b, h));
+    general_mat_mul(F::one(), &dy2, &head.weight, F::zero(), &mut dh);
+    let dh = dh.into_shape_with_order((t_out, b, h)).expect("contiguous");
     (grad, dh)
 }

@@ -292,3 +292,52 @@ fn input_gradient_is_skipped_when_not_asked_for() {
     assert_eq!(with.params, without.params);
     assert_eq!(with.probes, without.probes);
 }
+
+/// ∂L/∂h from above given for the last T_out steps only (as the head gives it when it reads
+/// only the last state) is the same as the full (T, B, H) array with zeros before: bit for
+/// bit, in f32 and f64, with and without a mask, on 1 and 2 threads.
+#[test]
+fn gradient_from_above_for_the_last_steps_only_is_zero_before() {
+    for cell in CellKind::ALL {
+        for (k, shape) in SHAPES.into_iter().enumerate() {
+            let (_, _, b, t) = shape;
+            let mut padded = problem(cell, shape, 60 + k as u64);
+            let mut rng = ChaCha8Rng::seed_from_u64(70 + k as u64);
+            let mask =
+                Array2::from_shape_simple_fn(
+                    (t, b),
+                    || {
+                        if rng.random_bool(0.3) { 0.0 } else { 1.0 }
+                    },
+                );
+            for t_out in [1, t.div_ceil(2), t] {
+                padded
+                    .dh_out
+                    .slice_mut(ndarray::s![..t - t_out, .., ..])
+                    .fill(0.0);
+                let short = Problem {
+                    params: padded.params.clone(),
+                    x: padded.x.clone(),
+                    state0: padded.state0.clone(),
+                    dh_out: padded
+                        .dh_out
+                        .slice(ndarray::s![t - t_out.., .., ..])
+                        .to_owned(),
+                };
+                for (threads, mask) in [(1, None), (2, None), (2, Some(&mask))] {
+                    let what = format!("{cell} {shape:?} T_out = {t_out}, {threads} threads");
+                    assert_eq!(
+                        run_fast_masked::<f32>(cell, &short, mask, threads),
+                        run_fast_masked::<f32>(cell, &padded, mask, threads),
+                        "{what} f32"
+                    );
+                    assert_eq!(
+                        run_fast_masked::<f64>(cell, &short, mask, threads),
+                        run_fast_masked::<f64>(cell, &padded, mask, threads),
+                        "{what} f64"
+                    );
+                }
+            }
+        }
+    }
+}

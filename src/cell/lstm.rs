@@ -255,7 +255,8 @@ fn forward_units<F: Real>(
     h_out[r].copy_from_slice(&uh[..n]);
 }
 
-/// Backward through time. `dh_out`: (T, B, H) gradient arriving at each h_t from the head.
+/// Backward through time. `dh_out`: (T_out, B, H) gradient arriving at the last T_out
+/// states h_t from above (see [`super::backward`]).
 pub fn backward<F: Real>(
     p: &LayerParams<F>,
     cache: LstmCache<F>,
@@ -283,7 +284,7 @@ pub fn backward<F: Real>(
     let chunks: Vec<_> = gates
         .axis_chunks_iter_mut(Axis(1), rows)
         .zip(cs.axis_chunks_iter(Axis(1), rows))
-        .zip(dh_out.axis_chunks_iter(Axis(1), rows))
+        .zip(super::dh_out_blocks(dh_out, t_len, rows))
         .zip(dh_sq.axis_chunks_iter_mut(Axis(1), rows))
         .zip(dc_sq.axis_chunks_iter_mut(Axis(1), rows))
         .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
@@ -339,7 +340,8 @@ struct Rows<'a, F> {
     /// (T+1, b, H)
     cs: ArrayView3<'a, F>,
     /// (T, b, H)
-    dh_out: ArrayView3<'a, F>,
+    /// ∂L/∂h_t from above
+    dh_out: super::DhOut<'a, F>,
     /// (T, b): ‖dh_t‖², ‖dc_t‖² per row
     dh_sq: ArrayViewMut2<'a, f64>,
     dc_sq: ArrayViewMut2<'a, f64>,
@@ -359,7 +361,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: R
     let h = r.cs.dim().2;
     for t in steps.rev() {
         if let (Some(m), Some((carry_h, carry_c))) = (&r.mask, &mut r.carry) {
-            let dh_out_t = r.dh_out.index_axis(Axis(0), t);
+            let dh_out_t = r.dh_out.at(t);
             super::mask::save(
                 m.row(t),
                 dh_out_t,
@@ -373,7 +375,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: R
             slice_mut(&mut da),
             slice(&r.cs.index_axis(Axis(0), t)),
             slice(&r.cs.index_axis(Axis(0), t + 1)),
-            slice(&r.dh_out.index_axis(Axis(0), t)),
+            slice(&r.dh_out.at(t)),
             slice(&r.dh_next.view()),
             slice_mut(&mut r.dc_next),
             &mut r.scratch,

@@ -5,8 +5,10 @@
 //! size, H = hidden size, G = gate blocks (1 for the RNN, 4 for the LSTM, 3 for the GRU).
 //! - inputs `x`: (T, B, I); hidden states `hs`: (T+1, B, H) with `hs[0]` = h₀, so step t
 //!   reads its predecessor `hs[t]` and writes `hs[t+1]` without a special case.
-//! - `dh_out`: (T, B, H), the gradient of the loss with respect to each output h_t that
-//!   arrives from *above* (the readout head); the recurrence adds its own part.
+//! - `dh_out`: (T_out, B, H), the gradient of the loss with respect to the last T_out ≤ T
+//!   outputs h_t that arrives from *above* (the readout head: T_out = 1 when it reads only
+//!   the last state, T when it reads every state); zero at the earlier steps, which need no
+//!   array of zeros. The recurrence adds its own part.
 //!
 //! How the cells are fast (DESIGN.md, Performance): the time loop allocates nothing; each step
 //! is one product into the gate buffer ([`gemm`], an AVX-512 kernel for f32) and one fused
@@ -211,19 +213,66 @@ impl Default for Backward {
     }
 }
 
-/// Backpropagation through time: consumes the cache, takes ∂L/∂h_t from above (T, B, H)
-/// and returns all gradients and the probes.
+/// Backpropagation through time: consumes the cache, takes ∂L/∂h_t from above for the last
+/// T_out ≤ T steps, (T_out, B, H), and returns all gradients and the probes.
 pub fn backward<F: Real>(
     params: &LayerParams<F>,
     cache: Cache<F>,
     dh_out: ArrayView3<F>,
     how: Backward,
 ) -> LayerGrads<F> {
+    let (t1, b, h) = cache.hs().dim();
+    let (t_out, b_out, h_out) = dh_out.dim();
+    assert!(
+        t_out < t1 && (b_out, h_out) == (b, h),
+        "backward: ∂L/∂h from above is {:?}, the layer ran T = {}, B = {b}, H = {h}",
+        dh_out.dim(),
+        t1 - 1,
+    );
     match cache {
         Cache::Rnn(c) => rnn::backward(params, c, dh_out, how),
         Cache::Lstm(c) => lstm::backward(params, c, dh_out, how),
         Cache::Gru(c) => gru::backward(params, c, dh_out, how),
     }
+}
+
+/// ∂L/∂h_t from above for one block of rows: given for the last T_out of T steps, zero before.
+pub(crate) struct DhOut<'a, F> {
+    /// (T_out, b, H)
+    given: ArrayView3<'a, F>,
+    /// T − T_out: the first step given
+    first: usize,
+    /// (b, H) zeros for the steps before `first` (empty when every step is given)
+    zeros: Array2<F>,
+}
+
+impl<F: Real> DhOut<'_, F> {
+    /// ∂L/∂h_t from above: (b, H), contiguous.
+    pub(crate) fn at(&self, t: usize) -> ArrayView2<'_, F> {
+        match t.checked_sub(self.first) {
+            Some(k) => self.given.index_axis(ndarray::Axis(0), k),
+            None => self.zeros.view(),
+        }
+    }
+}
+
+/// `dh_out` (T_out, B, H) of a layer that ran `t_len` steps, in blocks of `rows` rows (as the
+/// cells cut their caches).
+pub(crate) fn dh_out_blocks<'a, F: Real>(
+    dh_out: ArrayView3<'a, F>,
+    t_len: usize,
+    rows: usize,
+) -> impl Iterator<Item = DhOut<'a, F>> {
+    let (t_out, b, h) = dh_out.dim();
+    let first = t_len - t_out;
+    (0..b).step_by(rows.max(1)).map(move |r0| {
+        let given = dh_out.slice_move(ndarray::s![.., r0..(r0 + rows).min(b), ..]);
+        DhOut {
+            zeros: Array2::zeros((if first > 0 { given.dim().1 } else { 0 }, h)),
+            given,
+            first,
+        }
+    })
 }
 
 /// Rows per block when a batch of `batch` rows is split for `threads` threads: a multiple of

@@ -170,7 +170,8 @@ fn relu_in_place_body<F: Real>(a: &mut [F]) {
     }
 }
 
-/// Backward through time. `dh_out`: (T, B, H) gradient arriving at each h_t from the head.
+/// Backward through time. `dh_out`: (T_out, B, H) gradient arriving at the last T_out
+/// states h_t from above (see [`super::backward`]).
 pub fn backward<F: Real>(
     p: &LayerParams<F>,
     cache: RnnCache<F>,
@@ -195,7 +196,7 @@ pub fn backward<F: Real>(
     let chunks: Vec<_> = da
         .axis_chunks_iter_mut(Axis(1), rows)
         .zip(hs.axis_chunks_iter(Axis(1), rows))
-        .zip(dh_out.axis_chunks_iter(Axis(1), rows))
+        .zip(super::dh_out_blocks(dh_out, t_len, rows))
         .zip(dh_sq.axis_chunks_iter_mut(Axis(1), rows))
         .zip(dh_next.axis_chunks_iter_mut(Axis(0), rows))
         .zip(super::mask_blocks(mask.as_ref(), rows))
@@ -242,7 +243,8 @@ struct Rows<'a, F> {
     /// (T+1, b, H)
     hs: ArrayView3<'a, F>,
     /// (T, b, H)
-    dh_out: ArrayView3<'a, F>,
+    /// ∂L/∂h_t from above
+    dh_out: super::DhOut<'a, F>,
     /// (T, b): ‖dh_t‖² per row
     dh_sq: ArrayViewMut2<'a, f64>,
     /// (b, H): running recurrent part of ∂L/∂h from step t+1; ∂L/∂h₀ at the end
@@ -264,7 +266,7 @@ fn backward_rows<F: Real>(
     let relu = activation == Activation::Relu;
     for t in steps.rev() {
         if let (Some(m), Some(carry)) = (&r.mask, &mut r.carry) {
-            let dh_out_t = r.dh_out.index_axis(Axis(0), t);
+            let dh_out_t = r.dh_out.at(t);
             super::mask::save(m.row(t), dh_out_t, Some(r.dh_next.view()), carry.view_mut());
         }
         let mut da_t = r.da.index_axis_mut(Axis(0), t);
@@ -273,10 +275,7 @@ fn backward_rows<F: Real>(
             r.hs.index_axis(Axis(0), t + 1)
                 .as_slice()
                 .expect("contiguous"),
-            r.dh_out
-                .index_axis(Axis(0), t)
-                .as_slice()
-                .expect("contiguous"),
+            r.dh_out.at(t).as_slice().expect("contiguous"),
             r.dh_next.as_slice().expect("contiguous"),
             r.dh_sq
                 .index_axis_mut(Axis(0), t)

@@ -150,35 +150,28 @@ pub fn backward<F: Real>(
         reverse: rev,
         mask,
     } = cache;
-    let (t_len, b, h) = {
-        let hs = fwd.hs();
-        (hs.dim().0 - 1, hs.dim().1, spec.units)
-    };
-    // dL/dh_t arriving from above for each run, in the run's own time order: (T, B, H).
-    let mut dh_fwd = Array3::<F>::zeros((t_len, b, h));
-    let mut dh_rev = rev.as_ref().map(|_| Array3::<F>::zeros((t_len, b, h)));
-    match dy {
+    let (b, h) = (fwd.hs().dim().1, spec.units);
+    // dL/dh_t arriving from above for each run, in the run's own time order, for the last
+    // T_out steps (see `cell::backward`): (T, B, H) for a sequence output, (1, B, H) for the
+    // last state only.
+    let (dh_fwd, dh_rev) = match dy {
         Output::Sequence(mut dy) => {
             // forward was y_t = m_t · [h→_t, h←_t], so dh→_t = m_t·dy_t[:H], dh←_t = m_t·dy_t[H:]
             if let Some(m) = &mask {
                 dy *= &m.view().insert_axis(Axis(2));
             }
-            dh_fwd.assign(&dy.slice(s![.., .., ..h]));
-            if let Some(d) = &mut dh_rev {
-                d.assign(&dy.slice(s![..;-1, .., h..]));
-            }
+            let own = |v: ArrayView3<F>| v.as_standard_layout().into_owned();
+            let dh_rev = rev.as_ref().map(|_| own(dy.slice(s![..;-1, .., h..])));
+            (own(dy.slice(s![.., .., ..h])), dh_rev)
         }
         Output::Last(dy) => {
             // forward was y = [h→_{T−1}, h←_0] (each run's last state)
-            dh_fwd
-                .index_axis_mut(Axis(0), t_len - 1)
-                .assign(&dy.slice(s![.., ..h]));
-            if let Some(d) = &mut dh_rev {
-                d.index_axis_mut(Axis(0), t_len - 1)
-                    .assign(&dy.slice(s![.., h..]));
-            }
+            let last = |cols| dy.slice(cols).to_owned().insert_axis(Axis(0));
+            let dh_rev = rev.as_ref().map(|_| last(s![.., h..]));
+            (last(s![.., ..h]), dh_rev)
         }
-    }
+    };
+    debug_assert_eq!((dh_fwd.dim().1, dh_fwd.dim().2), (b, h));
     let how = |threads| Backward {
         threads,
         input_grad: true,
