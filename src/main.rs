@@ -10,7 +10,22 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: rnnlab::bench::CountingAlloc = rnnlab::bench::CountingAlloc;
 
+/// glibc serves every allocation of 128 KiB or more with a fresh `mmap` and unmaps it again
+/// on free: a training step's gradient arrays (256 KiB – 1 MiB) then cost page faults, and
+/// unmapping them a TLB shootdown on the other core, every step — ~1.7% of a two-thread LSTM
+/// H = 128 step, all of it on the calling thread while the other waits (perf, BENCHMARKS.md).
+/// Serving them from the heap, and keeping freed memory for the next step, removes that.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's largest allowed value
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
