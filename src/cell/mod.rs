@@ -20,8 +20,9 @@
 //! advance a few steps at a time, each taking the chunk furthest behind ([`slices`]: a faster
 //! core takes more), and the products after the loop are split by output rows or columns: every
 //! number is computed by the same operations in the same order whatever the thread count, so
-//! results are bit-identical with 1 or 2 threads. `threads` = 1 never touches a thread pool
-//! (sweeps run many single-threaded runs side by side).
+//! results are bit-identical with 1 or 2 threads. The calling thread takes part, with helper
+//! threads that spin between the regions of a step ([`team`]); `threads` = 1 starts no other
+//! thread (sweeps run many single-threaded runs side by side).
 //!
 //! An optional mask (T, B) skips steps per sequence (padding, Keras' `mask_zero`): see
 //! [`mask`] and [`forward_masked`]; the mask travels in the cache to the backward pass.
@@ -38,6 +39,7 @@ pub mod reference;
 pub mod rnn;
 pub mod simd;
 pub mod slices;
+pub mod team;
 
 use crate::params::{CellKind, LayerParams};
 use crate::real::Real;
@@ -197,7 +199,7 @@ pub(crate) fn mask_blocks<F: Real>(
 /// What a backward pass is asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backward {
-    /// Threads to split the batch over (1: no thread pool at all).
+    /// Threads to split the batch over (1: the calling thread alone).
     pub threads: usize,
     /// Whether to compute ∂L/∂x (training does not need it).
     pub input_grad: bool,
@@ -286,8 +288,10 @@ pub(crate) fn block_rows(batch: usize, threads: usize) -> usize {
 }
 
 /// `a` and `b` side by side on the rayon pool (`a` on the caller's thread), returning both.
-/// Like [`run_parallel`], the pool thread flushes subnormals as the caller does (MXCSR is
-/// per thread; see [`crate::fpu`]), so results do not depend on which thread ran what.
+/// Like [`run_parallel`]'s workers, the pool thread flushes subnormals as the caller does
+/// (MXCSR is per thread; see [`crate::fpu`]), so results do not depend on which thread ran
+/// what. (Used for the two directions of a bidirectional layer; the regions inside one
+/// training step run on the caller's [`team`].)
 pub(crate) fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
@@ -298,22 +302,20 @@ pub(crate) fn join<A: Send, B: Send>(
     })
 }
 
-/// Runs `job` once per item, on the rayon pool when there is more than one (the caller's
-/// thread otherwise).
+/// Runs `job` once per item, the items shared out among as many threads (the caller's and its
+/// [`team`]); one item: on the caller's thread.
 pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {
-    if items.len() <= 1 {
-        items.into_iter().for_each(job);
-    } else {
-        let job = &job;
-        rayon::scope(|s| {
-            for item in items {
-                s.spawn(move |_| {
-                    let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
-                    job(item)
-                });
-            }
-        });
-    }
+    let threads = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter());
+    team::workers(threads, &|| {
+        let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
+        loop {
+            // (the lock is released before the job runs)
+            let next = queue.lock().expect("no worker panicked").next();
+            let Some(item) = next else { break };
+            job(item);
+        }
+    });
 }
 
 /// a = x_t W_ihᵀ + (b_ih + b_hh) for one step's block of rows: `x` (b, I), `w_ih_t` (I, G·H),

@@ -37,8 +37,8 @@ pub(crate) fn chunk_rows(batch: usize, threads: usize) -> usize {
 }
 
 /// Runs `work(chunk, steps)` so that every chunk sees the step ranges 0..SLICE, SLICE..2·SLICE,
-/// …, up to `steps`, in order, on up to `threads` threads of the rayon pool. One thread or one
-/// chunk: every chunk in one call, on the caller's thread (no pool touched).
+/// …, up to `steps`, in order, on up to `threads` threads (the caller's and its
+/// [`super::team`]). One thread or one chunk: every chunk in one call, on the caller's thread.
 pub(crate) fn run<C: Send>(
     chunks: Vec<C>,
     steps: usize,
@@ -82,12 +82,7 @@ pub(crate) fn run<C: Send>(
             held = Some((i, chunk));
         }
     };
-    let worker = &worker;
-    rayon::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(move |_| worker());
-        }
-    });
+    super::team::workers(threads, &worker);
 }
 
 /// [`run`] walking time backwards: every chunk sees the step ranges (steps−SLICE)..steps,
