@@ -236,6 +236,12 @@ fn thread_count_does_not_change_a_bit() {
     }
 }
 
+/// A mask (T, B) with about 30% of the steps skipped.
+fn random_mask(t: usize, b: usize, seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Array2::from_shape_simple_fn((t, b), || if rng.random_bool(0.3) { 0.0 } else { 1.0 })
+}
+
 /// The same with a mask: skipped steps carry state and gradient through the slices of time
 /// that different threads run.
 #[test]
@@ -244,14 +250,7 @@ fn thread_count_does_not_change_a_bit_with_a_mask() {
         for (k, shape) in SHAPES.into_iter().enumerate() {
             let p = problem(cell, shape, 40 + k as u64);
             let (_, _, b, t) = shape;
-            let mut rng = ChaCha8Rng::seed_from_u64(50 + k as u64);
-            let mask =
-                Array2::from_shape_simple_fn(
-                    (t, b),
-                    || {
-                        if rng.random_bool(0.3) { 0.0 } else { 1.0 }
-                    },
-                );
+            let mask = random_mask(t, b, 50 + k as u64);
             let one = run_fast_masked::<f32>(cell, &p, Some(&mask), 1);
             assert_ne!(
                 one,
@@ -302,14 +301,7 @@ fn gradient_from_above_for_the_last_steps_only_is_zero_before() {
         for (k, shape) in SHAPES.into_iter().enumerate() {
             let (_, _, b, t) = shape;
             let mut padded = problem(cell, shape, 60 + k as u64);
-            let mut rng = ChaCha8Rng::seed_from_u64(70 + k as u64);
-            let mask =
-                Array2::from_shape_simple_fn(
-                    (t, b),
-                    || {
-                        if rng.random_bool(0.3) { 0.0 } else { 1.0 }
-                    },
-                );
+            let mask = random_mask(t, b, 70 + k as u64);
             for t_out in [1, t.div_ceil(2), t] {
                 padded
                     .dh_out
