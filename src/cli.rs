@@ -48,7 +48,7 @@ pub struct ExperimentArgs {
     /// List the available experiments, one line each.
     #[arg(long)]
     pub list: bool,
-    /// A small version with the same charts that finishes in seconds (the file's [quick] table).
+    /// A small version with the same charts that finishes in seconds (the file's table named quick).
     #[arg(long)]
     pub quick: bool,
     /// Output folder [default: plots/NAME].
@@ -285,7 +285,7 @@ pub struct TrainArgs {
     /// all cores, or 1 for a step too small to gain from them].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Output folder for metrics.csv and run.json [default: plots/train/TASK-MODEL-T<T>].
+    /// Output folder for metrics.csv and run.json [default: plots/train/TASK-MODEL-T{T}, e.g. plots/train/adding-lstm-T100].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Write the trained model to this checkpoint file (safetensors).

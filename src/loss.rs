@@ -31,7 +31,7 @@ pub fn mse<F: Real>(y: ArrayView3<F>, target: ArrayView2<f32>) -> (f64, Array3<F
 }
 
 /// Softmax cross-entropy. `logits`: (T_out, B, C), `target`: (T_out, B) class ids,
-/// −1 = ignored. L = −Σ log softmax(logits)[target] / (number of targets);
+/// −1 = ignored. L = −Σ log softmax(logits)\[target\] / (number of targets);
 /// dL/dlogits = (softmax − onehot) / (number of targets) at targeted steps, 0 elsewhere.
 pub fn cross_entropy<F: Real>(logits: ArrayView3<F>, target: ArrayView2<i64>) -> (f64, Array3<F>) {
     let (t_out, b, c) = logits.dim();

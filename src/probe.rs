@@ -3,7 +3,7 @@
 //! L is the task's training loss on the batch (mean over the batch, as PyTorch's default),
 //! from the zero initial state. The whole pass runs in f64 from the model's f32 weights:
 //! gradients far back in time reach 1e-30 and below, where f32 would underflow to zero.
-//! [`write`] produces `probe`'s files: `grad_norms.csv` (t, distance, dh_norm [, dc_norm]),
+//! [`write()`] produces `probe`'s files: `grad_norms.csv` (t, distance, dh_norm [, dc_norm]),
 //! `grads.safetensors` (the parameter gradients under their PyTorch names, f32) and
 //! `grad_norms.png`.
 

@@ -30,9 +30,9 @@
 //! The cache holds x, h and per step the four (B, H) blocks [r z ah_n n]; backward overwrites
 //! each step's blocks with [da_r da_z dah_n dax_n], so that the first three are the recurrent
 //! pre-activation gradients (one product into `dh_next`) and all four feed one weight-gradient
-//! product after the loop ([`super::grad_product`]). Each step is two products (input and
-//! recurrent projection) and one fused elementwise pass, forward ([`gates_forward`]) and
-//! backward ([`gates_backward`]) side by side below; the batch splits into independent row
+//! product after the loop (`grad_product`). Each step is two products (input and
+//! recurrent projection) and one fused elementwise pass, forward (`gates_forward`) and
+//! backward (`gates_backward`) side by side below; the batch splits into independent row
 //! blocks across threads (see the module docs of [`super`]).
 //!
 //! A one-step case by hand (I = H = B = 1, all weights and biases 0 except W_in = 1, W_hn = 1,
@@ -64,7 +64,7 @@ pub struct GruCache<F> {
     pub x: Array3<F>,
     /// Per step the blocks [r z ah_n n]: (T, B, 4H), ah_n = h_{t−1} W_hnᵀ + b_hn.
     pub gates: Array3<F>,
-    /// hs: (T+1, B, H), hs[0] = h₀
+    /// hs: (T+1, B, H), `hs[0]` = h₀
     pub hs: Array3<F>,
     /// mask: (T, B), 0 = a skipped step (see [`super::mask`]); None = no step skipped
     pub mask: Option<Array2<F>>,

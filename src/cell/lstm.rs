@@ -20,7 +20,7 @@
 //! backward rather than stored. The backward pass overwrites each step's activations with that
 //! step's pre-activation gradients, so the largest part of the cache is reused for the
 //! gradients instead of being allocated twice. Each step is one product and one fused
-//! elementwise pass, forward ([`gates_forward`]) and backward ([`gates_backward`]) side by
+//! elementwise pass, forward (`gates_forward`) and backward (`gates_backward`) side by
 //! side below; the batch splits into independent row blocks across threads (see the module
 //! docs of [`super`]).
 //!
@@ -47,9 +47,9 @@ pub struct LstmCache<F> {
     pub x: Array3<F>,
     /// Activated gates [i f g o] per step: (T, B, 4H)
     pub gates: Array3<F>,
-    /// cs: (T+1, B, H), cs[0] = c₀
+    /// cs: (T+1, B, H), `cs[0]` = c₀
     pub cs: Array3<F>,
-    /// hs: (T+1, B, H), hs[0] = h₀
+    /// hs: (T+1, B, H), `hs[0]` = h₀
     pub hs: Array3<F>,
     /// mask: (T, B), 0 = a skipped step (see [`super::mask`]); None = no step skipped
     pub mask: Option<Array2<F>>,

@@ -13,7 +13,7 @@
 //! How the cells are fast (DESIGN.md, Performance): the time loop allocates nothing; each step
 //! is one product into the gate buffer ([`gemm`], an AVX-512 kernel for f32) and one fused
 //! pass of elementwise gate math ([`simd`]: vectorised, with a polynomial exp); the weight
-//! gradients of all timesteps are one product after the loop ([`weight_grads`]); the probe
+//! gradients of all timesteps are one product after the loop (`weight_grads`); the probe
 //! norms are summed in f64 inside the fused pass; the big arrays come from a per-thread
 //! [`pool`] of recycled buffers. Sequences of a batch never interact inside the recurrence, so
 //! with `threads` > 1 the batch is split into chunks of rows whose time loops the threads
@@ -27,7 +27,7 @@
 //! An optional mask (T, B) skips steps per sequence (padding, Keras' `mask_zero`): see
 //! [`mask`] and [`forward_masked`]; the mask travels in the cache to the backward pass.
 //!
-//! [`reference`] keeps the plain implementation the fast cells are tested against.
+//! [`reference`](mod@reference) keeps the plain implementation the fast cells are tested against.
 //! This module knows nothing about heads, losses or tasks.
 
 pub mod gemm;

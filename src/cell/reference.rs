@@ -33,7 +33,7 @@ pub fn mean_row_norm<F: Real>(m: ArrayView2<F>) -> f64 {
 pub struct RefRnnCache<F> {
     /// x: (T, B, I)
     pub x: Array3<F>,
-    /// hs: (T+1, B, H), hs[0] = h₀
+    /// hs: (T+1, B, H), `hs[0]` = h₀
     pub hs: Array3<F>,
     pub act: Activation,
 }
@@ -162,11 +162,11 @@ pub struct RefLstmCache<F> {
     pub x: Array3<F>,
     /// Activated gates [i f g o] per step: (T, B, 4H)
     pub gates: Array3<F>,
-    /// cs: (T+1, B, H), cs[0] = c₀
+    /// cs: (T+1, B, H), `cs[0]` = c₀
     pub cs: Array3<F>,
     /// tanh(c_t): (T, B, H)
     pub tanh_cs: Array3<F>,
-    /// hs: (T+1, B, H), hs[0] = h₀
+    /// hs: (T+1, B, H), `hs[0]` = h₀
     pub hs: Array3<F>,
 }
 
@@ -367,7 +367,7 @@ pub struct RefGruCache<F> {
     pub n: Array3<F>,
     /// ah_n = h_{t−1} W_hnᵀ + b_hn per step: (T, B, H)
     pub ah_n: Array3<F>,
-    /// hs: (T+1, B, H), hs[0] = h₀
+    /// hs: (T+1, B, H), `hs[0]` = h₀
     pub hs: Array3<F>,
 }
 

@@ -14,7 +14,7 @@
 //! dh_next ← da_t W_hh                                 (into step t−1)
 //! ```
 //! and after the loop, over all steps at once: dW_hh = Σ_t da_tᵀ h_{t−1}, dW_ih = Σ_t da_tᵀ x_t,
-//! db_ih = db_hh = Σ_t Σ_b da_t, dx_t = da_t W_ih (see [`super::weight_grads`]).
+//! db_ih = db_hh = Σ_t Σ_b da_t, dx_t = da_t W_ih (see `weight_grads` in the cell module).
 //!
 //! Each step is one product (written straight into h_t's rows) and one elementwise pass,
 //! forward and backward side by side below; the batch splits into independent row blocks
@@ -51,7 +51,7 @@ pub enum Activation {
 pub struct RnnCache<F> {
     /// x: (T, B, I)
     pub x: Array3<F>,
-    /// hs: (T+1, B, H), hs[0] = h₀
+    /// hs: (T+1, B, H), `hs[0]` = h₀
     pub hs: Array3<F>,
     /// The nonlinearity the states were computed with.
     pub activation: Activation,

@@ -1,7 +1,7 @@
 //! Compiling the elementwise kernels for the vector units the CPU actually has.
 //!
 //! The crate is built for plain x86-64 (SSE2), so a loop over the gates would use 4-lane
-//! vectors at best. [`multiversion!`] compiles one `#[inline(always)]` body three times,
+//! vectors at best. `multiversion!` compiles one `#[inline(always)]` body three times,
 //! for AVX-512, for AVX2 and for the baseline, and calls the best one the CPU supports
 //! (detected once). The body is ordinary scalar Rust written so that it vectorises: slices
 //! zipped to equal length, no branches, [`crate::real::exp_f32`] instead of a library call.

@@ -7,12 +7,12 @@
 //! block per thread makes a step as slow as its slowest core, and the two cores of a shared VM
 //! are often not equally fast (measured on the project's machine: one vCPU ran the same
 //! single-threaded LSTM H = 256 step in 50 ms, the other in 74 ms, each alone). So the batch is
-//! cut into more chunks than threads ([`chunk_rows`]) and every thread repeatedly takes the
+//! cut into more chunks than threads (`chunk_rows`) and every thread repeatedly takes the
 //! free chunk that is furthest behind and advances it by [`SLICE`] steps: a faster core simply
 //! takes more slices, all chunks finish at about the same time, and the idle time at the end
 //! is at most one slice.
 //!
-//! The weight-gradient product after the loop is scheduled the same way ([`super::grad_product`]):
+//! The weight-gradient product after the loop is scheduled the same way (`grad_product`):
 //! its chunks are column blocks, its "steps" the 256-deep blocks of the sum over T·B.
 //!
 //! Which thread runs which slice varies from run to run, but no number depends on it: each
