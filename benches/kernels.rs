@@ -133,7 +133,7 @@ fn gemm_weight_grad_packed_a(bencher: Bencher, cut: bool) {
             for k0 in (0..k).step_by(piece) {
                 let ks = k0..(k0 + piece).min(k);
                 let b = b.slice(ndarray::s![ks.clone(), ..]);
-                gemm::mat_mul_at(&a, ks, &b, k0 > 0, &mut c.view_mut());
+                gemm::mat_mul_at(&a, ks, 0, &b, k0 > 0, &mut c.view_mut());
             }
         });
 }

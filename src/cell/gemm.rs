@@ -217,27 +217,40 @@ impl<F: Real> PackedAt<F> {
     }
 }
 
-/// C (m, n) ← `A[ks]ᵀ·B` (+ C): the sum over the rows `ks` of A (`ks.start` a multiple of
-/// [`KC`]), with B (|ks|, n) holding the same rows. Cutting a product over k at multiples
-/// of KC and accumulating the pieces in order gives bit-identical results on the fast path
-/// (the kernel adds each KC block into C in turn anyway); see [`splits_k_exactly`].
+/// C (m − `col0`, n) ← `A[ks, col0..]ᵀ·B` (+ C): the sum over the rows `ks` of A (`ks.start`
+/// a multiple of [`KC`]), with B (|ks|, n) holding the same rows, for the columns of A from
+/// `col0` on (a multiple of [`MR`], or m: a product that needs only some rows of the result
+/// skips the others). Cutting a product over k at multiples of KC and accumulating the
+/// pieces in order gives bit-identical results on the fast path (the kernel adds each KC
+/// block into C in turn anyway); see [`splits_k_exactly`]. Every entry is the same whatever
+/// `col0`.
 pub fn mat_mul_at<F: Real>(
     a: &PackedAt<F>,
     ks: std::ops::Range<usize>,
+    col0: usize,
     b: &ArrayView2<F>,
     accumulate: bool,
     c: &mut ArrayViewMut2<F>,
 ) {
-    let (k, m) = a.dim();
+    let (k, m_all) = a.dim();
     let n = b.ncols();
     assert!(
-        ks.start.is_multiple_of(KC) && ks.end <= k && b.nrows() == ks.len() && c.dim() == (m, n),
-        "mat_mul_at: rows {ks:?} of ({k}, {m})ᵀ·{:?} into {:?}",
+        ks.start.is_multiple_of(KC)
+            && ks.end <= k
+            && (col0.is_multiple_of(MR) || col0 == m_all)
+            && col0 <= m_all
+            && b.nrows() == ks.len()
+            && c.dim() == (m_all - col0, n),
+        "mat_mul_at: rows {ks:?}, columns {col0}.. of ({k}, {m_all})ᵀ·{:?} into {:?}",
         b.dim(),
         c.dim()
     );
+    let m = m_all - col0;
     let panels = match &a.0 {
-        APacking::Plain(a) => return mat_mul(&a.slice(ndarray::s![ks, ..]).t(), b, accumulate, c),
+        APacking::Plain(a) => {
+            let a = a.slice(ndarray::s![ks, col0..]);
+            return mat_mul(&a.t(), b, accumulate, c);
+        }
         APacking::Panels { panels, .. } => panels,
     };
     if empty_product((m, n, ks.len()), accumulate, c) {
@@ -250,14 +263,19 @@ pub fn mat_mul_at<F: Real>(
         b.strides(),
         c.strides()
     );
-    let m_pad = m.div_ceil(MR) * MR;
+    let m_pad = m_all.div_ceil(MR) * MR;
     // SAFETY: panels are only made for f32 with AVX-512, so F is f32 and the kernel may run;
-    // they hold every KC block of k rows of ⌈m / MR⌉ panels, and block ks.start begins at
-    // entry ks.start·m_pad; B and C are valid views of the asserted shapes.
+    // they hold every KC block of k rows of ⌈m_all / MR⌉ panels, and block ks.start begins at
+    // entry ks.start·m_pad; col0 starts a panel; B and C are valid views of the asserted
+    // shapes.
     unsafe {
         avx512::gemm(
             (m, n, ks.len()),
-            ALayout::Panels((panels.as_ptr() as *const f32).add(ks.start * m_pad)),
+            ALayout::Panels {
+                ptr: (panels.as_ptr() as *const f32).add(ks.start * m_pad),
+                m_pad,
+                col0,
+            },
             BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0]),
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
             accumulate,
@@ -360,9 +378,14 @@ fn product<F: Real>(a: &ArrayView2<F>, b: Rhs<'_, F>, accumulate: bool, c: &mut 
 enum ALayout {
     /// With these row and k strides: A(i, p) = ptr[i·rs + p·ks].
     Strided(*const f32, isize, isize),
-    /// [`PackedAt`]'s panels, from a row that starts a KC block: A(i, p) for p in the block
-    /// starting at p0 and kc deep = ptr[p0·m_pad + (i / MR)·MR·kc + (p − p0)·MR + i % MR].
-    Panels(*const f32),
+    /// [`PackedAt`]'s panels (of all its m_pad columns), from a row that starts a KC block,
+    /// read from column `col0` (a multiple of MR) on: A(i, p) for p in the block starting at
+    /// p0 and kc deep = ptr[p0·m_pad + ((col0 + i) / MR)·MR·kc + (p − p0)·MR + i % MR].
+    Panels {
+        ptr: *const f32,
+        m_pad: usize,
+        col0: usize,
+    },
 }
 
 /// How the AVX-512 kernel finds B(p, j).
@@ -413,11 +436,10 @@ mod avx512 {
         // When A is strided along k (A = Mᵀ for a row-major M, as in the weight gradients),
         // each kc block of A is first copied into MR-row panels, panel[p][r] = A(i0 + r, p),
         // so that the tiles read it sequentially; the sums themselves are unchanged.
-        let (a, a_rs, a_ks, prepacked_a) = match a {
-            ALayout::Strided(ptr, rs, ks) => (ptr, rs, ks, false),
-            ALayout::Panels(ptr) => (ptr, 0, 0, true),
+        let (a, a_rs, a_ks, prepacked_a, (a_m_pad, a_col0)) = match a {
+            ALayout::Strided(ptr, rs, ks) => (ptr, rs, ks, false, (0, 0)),
+            ALayout::Panels { ptr, m_pad, col0 } => (ptr, 0, 0, true, (m_pad, col0)),
         };
-        let m_pad = m.div_ceil(MR) * MR;
         let pack = !prepacked_a && a_ks != 1;
         let mut panels = if pack {
             vec![0.0f32; m.div_ceil(MR) * MR * KC.min(k)]
@@ -465,8 +487,9 @@ mod avx512 {
             // (offset of row i0 per i0, row stride and k stride inside a tile)
             let (mut i0_step, mut t_rs, mut t_ks) = (a_rs, a_rs, a_ks);
             if prepacked_a {
-                // this block's panels start at row p0 of a (which starts a KC block)
-                a_p = unsafe { a.add(p0 * m_pad) };
+                // this block's panels start at row p0 of a (which starts a KC block); the
+                // product's first row of C is column a_col0 of the panels
+                a_p = unsafe { a.add(p0 * a_m_pad + a_col0 * kc) };
                 (i0_step, t_rs, t_ks) = (kc as isize, 1, MR as isize);
             } else if pack {
                 for p in 0..kc {
@@ -733,16 +756,31 @@ mod tests {
                     dst.copy_from_slice(a.row(p).as_slice().unwrap())
                 });
                 let mut whole = Array2::zeros((m, n));
-                mat_mul_at(&packed, 0..k, &b.view(), false, &mut whole.view_mut());
+                mat_mul_at(&packed, 0..k, 0, &b.view(), false, &mut whole.view_mut());
                 assert_eq!(want, whole, "({k},{m},{n}) whole, {threads} threads");
                 if splits_k_exactly::<f32>() {
                     let mut cut = Array2::zeros((m, n));
                     for (piece, k0) in (0..k).step_by(KC).enumerate() {
                         let ks = k0..(k0 + KC).min(k);
                         let b = b.slice(s![ks.clone(), ..]);
-                        mat_mul_at(&packed, ks, &b, piece > 0, &mut cut.view_mut());
+                        mat_mul_at(&packed, ks, 0, &b, piece > 0, &mut cut.view_mut());
                     }
                     assert_eq!(want, cut, "({k},{m},{n}) cut");
+                }
+                // only the columns of A from col0 on: the same rows of the result
+                let pieces: Vec<_> = if splits_k_exactly::<f32>() {
+                    (0..k).step_by(KC).map(|k0| k0..(k0 + KC).min(k)).collect()
+                } else {
+                    vec![0..k]
+                };
+                for col0 in (MR..m).step_by(MR).chain([m]) {
+                    let mut part = Array2::zeros((m - col0, n));
+                    for (piece, ks) in pieces.iter().cloned().enumerate() {
+                        let b = b.slice(s![ks.clone(), ..]);
+                        mat_mul_at(&packed, ks, col0, &b, piece > 0, &mut part.view_mut());
+                    }
+                    let want = want.slice(s![col0.., ..]);
+                    assert_eq!(want, part, "({k},{m},{n}) from column {col0}");
                 }
             }
         }

@@ -294,8 +294,9 @@ pub fn backward<F: Real>(
         .into_shape_with_order((t_len * b, 4 * h))
         .expect("contiguous");
     // P = [h_{t−1} | x_t | 1]ᵀ · [da_r da_z dah_n dax_n]: (H + I + 1, 4H). The recurrent
-    // weights take columns r, z, h_n; the input weights columns r, z, x_n.
-    let prod = super::grad_product(d.view(), hs, x.view(), how.threads);
+    // weights take columns r, z, h_n; the input weights columns r, z, x_n (so the rows of
+    // h_{t−1} are not computed in the x_n block).
+    let prod = super::grad_product(d.view(), hs, x.view(), 3 * h, how.threads);
     let input_cols = |rows: ndarray::ArrayView2<F>| {
         concatenate(
             Axis(1),

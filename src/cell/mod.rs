@@ -405,7 +405,7 @@ pub(crate) fn weight_grads<F: Real>(
     use ndarray::s;
     let (t_len, b, i) = x.dim();
     let h = hs.dim().2;
-    let out = grad_product(da, hs, x, how.threads);
+    let out = grad_product(da, hs, x, da.ncols(), how.threads);
     let db = out.row(h + i).to_owned();
     let grads = LayerParams {
         weight_ih: transposed(out.slice(s![h..h + i, ..])),
@@ -427,11 +427,14 @@ pub(crate) fn weight_grads<F: Real>(
 /// (only h₀ … h_{T−1} are read), `x` is (T, B, I). [h_{t−1} | x_t | 1] is built once, in the
 /// layout the product reads ([`gemm::PackedAt`]), and shared by the threads, which advance
 /// column blocks of P through the sum in slices (each entry is the same sum in the same order
-/// whatever the split).
+/// whatever the split). Only the first `h_cols` columns of da need the rows of h_{t−1} (the
+/// GRU's dax_n block has no recurrent weight): in the columns after them rows 0…H−1 are
+/// skipped (left zero, up to the last multiple of [`gemm::MR`] rows).
 pub(crate) fn grad_product<F: Real>(
     da: ndarray::ArrayView2<F>,
     hs: Array3<F>,
     x: ndarray::ArrayView3<F>,
+    h_cols: usize,
     threads: usize,
 ) -> Array2<F> {
     use ndarray::{Axis, s};
@@ -459,16 +462,33 @@ pub(crate) fn grad_product<F: Real>(
     } else {
         k.max(1)
     };
-    let cols = slices::chunk_rows(cols_total, threads).next_multiple_of(gemm::NR);
-    let chunks: Vec<_> = out
-        .axis_chunks_iter_mut(Axis(1), cols)
-        .zip(da.axis_chunks_iter(Axis(1), cols))
-        .collect();
-    slices::run(chunks, k.div_ceil(depth), threads, |(out, da), blocks| {
-        let ks = blocks.start * depth..(blocks.end * depth).min(k);
-        let da = da.slice(s![ks.clone(), ..]);
-        gemm::mat_mul_at(&a, ks, &da, blocks.start > 0, out)
-    });
+    // (column blocks: of the first h_cols columns with every row of P, of the rest with the
+    // rows from `skip` on; each block with the first row of P it holds)
+    let skip = h - h % gemm::MR;
+    let (out_h, out_rest) = out.view_mut().split_at(Axis(1), h_cols);
+    let (da_h, da_rest) = da.split_at(Axis(1), h_cols);
+    let out_rest = out_rest.slice_move(s![skip.., ..]);
+    let mut chunks = Vec::new();
+    for (mut out, mut da, row0) in [(out_h, da_h, 0), (out_rest, da_rest, skip)] {
+        let cols = slices::chunk_rows(da.ncols(), threads).next_multiple_of(gemm::NR);
+        while da.ncols() > 0 {
+            let w = cols.min(da.ncols());
+            let (out_w, out_next) = out.split_at(Axis(1), w);
+            let (da_w, da_next) = da.split_at(Axis(1), w);
+            chunks.push((out_w, da_w, row0));
+            (out, da) = (out_next, da_next);
+        }
+    }
+    slices::run(
+        chunks,
+        k.div_ceil(depth),
+        threads,
+        |(out, da, row0), blocks| {
+            let ks = blocks.start * depth..(blocks.end * depth).min(k);
+            let da = da.slice(s![ks.clone(), ..]);
+            gemm::mat_mul_at(&a, ks, *row0, &da, blocks.start > 0, out)
+        },
+    );
     a.recycle();
     out
 }
