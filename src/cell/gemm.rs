@@ -768,11 +768,16 @@ mod tests {
                     assert_eq!(want, cut, "({k},{m},{n}) cut");
                 }
                 // only the columns of A from col0 on: the same rows of the result
-                let pieces: Vec<_> = if splits_k_exactly::<f32>() {
-                    (0..k).step_by(KC).map(|k0| k0..(k0 + KC).min(k)).collect()
+                // (KC-deep pieces where that is exact, else one)
+                let piece = if splits_k_exactly::<f32>() {
+                    KC
                 } else {
-                    vec![0..k]
+                    k.max(1)
                 };
+                let pieces: Vec<_> = (0..k)
+                    .step_by(piece)
+                    .map(|k0| k0..(k0 + piece).min(k))
+                    .collect();
                 for col0 in (MR..m).step_by(MR).chain([m]) {
                     let mut part = Array2::zeros((m - col0, n));
                     for (piece, ks) in pieces.iter().cloned().enumerate() {
