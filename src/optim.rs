@@ -92,10 +92,11 @@ pub fn clip_tensors(grads: &mut [ArrayViewMutD<f32>], clip: Clip) -> f64 {
     // one sum in logical order over every entry (through slices where the layout allows:
     // an IxDyn iterator costs several ns an entry, on the calling thread alone)
     let mut sum = 0.0f64;
+    let mut add = |&v: &f32| sum += f64::from(v) * f64::from(v);
     for t in grads.iter() {
         match t.as_slice() {
-            Some(s) => s.iter().for_each(|&v| sum += f64::from(v) * f64::from(v)),
-            None => t.iter().for_each(|&v| sum += f64::from(v) * f64::from(v)),
+            Some(s) => s.iter().for_each(&mut add),
+            None => t.iter().for_each(&mut add),
         }
     }
     let norm = sum.sqrt();

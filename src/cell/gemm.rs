@@ -49,7 +49,8 @@ pub fn mat_mul<F: Real>(
 /// weight matrix that every timestep multiplies by.
 ///
 /// On the fast path (f32, AVX-512) B is copied into [`NR`]-column panels,
-/// `panel[jb][p][j] = B(p, jb·NR + j)` (the last panel zero-padded), so that a register tile
+/// `panel[jb][p][j] = B(p, jb·NR + j)` (the last panel's padding is never read: the edge
+/// tiles load B with masks), so that a register tile
 /// reads its strip of B sequentially. Read in place, the 128-byte strip a tile needs from
 /// each row of B lies 4·n bytes after the previous one; at n = 4H = 512 those rows fall into
 /// a few L1 sets only, so the strip is evicted before the next row tile reads it again and
@@ -77,17 +78,11 @@ impl<F: Real> PackedB<F> {
             return PackedB(Packing::Plain(b.as_standard_layout().into_owned()));
         }
         let (k, n) = b.dim();
-        // from the buffer pool (see [`Self::recycle`]); every entry is written below
+        // from the buffer pool (see [`Self::recycle`]); every entry but the padding is
+        // written below
         let mut panels = super::pool::take::<F, _, _>(n.div_ceil(NR) * k * NR)
             .into_raw_vec_and_offset()
             .0;
-        if !n.is_multiple_of(NR) {
-            // the last panel's columns beyond n, which the kernel reads as zeros
-            let last = &mut panels[(n / NR) * k * NR..];
-            for row in last.chunks_exact_mut(NR) {
-                row[n % NR..].fill(F::zero());
-            }
-        }
         // B is read in its memory order: a row of B (p) goes to row p of every panel, a column
         // of a transposed view (j) to column j % NR of panel j / NR.
         if k == 0 {
@@ -733,6 +728,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Packing into a recycled buffer full of NaN (the padding of the last panel keeps them)
+    /// gives the same products: the padding is never read.
+    #[test]
+    fn packed_b_padding_is_never_read() {
+        let (m, k, n): (usize, usize, usize) = (9, 20, 45); // 45 = one full 32-column panel and 13 columns
+        let panels = n.div_ceil(NR) * k * NR;
+        super::super::pool::recycle(ndarray::Array1::from_elem(panels, f32::NAN));
+        let (a, b) = (filled(m, k, 0.3), filled(k, n, 0.7));
+        let packed = PackedB::new(b.view());
+        let mut want = Array2::zeros((m, n));
+        let mut got = Array2::zeros((m, n));
+        mat_mul(&a.view(), &b.view(), false, &mut want.view_mut());
+        mat_mul_packed(&a.view(), &packed, false, &mut got.view_mut());
+        assert_eq!(want, got);
+        if let Packing::Panels { panels, .. } = &packed.0 {
+            assert!(
+                panels.iter().any(|v| v.is_nan()),
+                "the test reused the NaN buffer"
+            );
+        }
+        super::super::pool::clear();
     }
 
     /// Aᵀ·B from a [`PackedAt`], whole or cut along k at multiples of KC and accumulated, is

@@ -150,7 +150,7 @@ pub fn backward<F: Real>(
         reverse: rev,
         mask,
     } = cache;
-    let (b, h) = (fwd.hs().dim().1, spec.units);
+    let h = spec.units;
     // dL/dh_t arriving from above for each run, in the run's own time order, for the last
     // T_out steps (see `cell::backward`): (T, B, H) for a sequence output, (1, B, H) for the
     // last state only.
@@ -171,7 +171,6 @@ pub fn backward<F: Real>(
             (last(s![.., ..h]), dh_rev)
         }
     };
-    debug_assert_eq!((dh_fwd.dim().1, dh_fwd.dim().2), (b, h));
     let how = |threads| Backward {
         threads,
         input_grad: true,
