@@ -47,8 +47,8 @@ unsafe impl Send for Job {}
 
 /// What the caller and its helpers share.
 struct Shared {
-    /// The current region: its number times [`MAX_HELPERS`] plus how many helpers take part
-    /// (helpers 0..active), in one word so that a helper reads both at once. Set by the
+    /// The current region: its number times ([`MAX_HELPERS`] + 1) plus how many helpers take
+    /// part (helpers 0..active), in one word so that a helper reads both at once. Set by the
     /// caller after `job`.
     region: AtomicUsize,
     /// Helpers that have finished the current region.
