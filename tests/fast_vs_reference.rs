@@ -24,13 +24,14 @@ use rnnlab::params::{CellKind, LayerParams};
 use rnnlab::real::Real;
 
 /// (I, H, B, T)
-const SHAPES: [(usize, usize, usize, usize); 6] = [
+const SHAPES: [(usize, usize, usize, usize); 7] = [
     (3, 37, 13, 9),
     (2, 64, 64, 20),
     (5, 16, 1, 4),
-    (2, 20, 70, 6),  // row blocks of uneven size for 2 and 3 threads
-    (2, 24, 40, 27), // 3 and 5 chunks of rows, T not a multiple of the slice length
-    (3, 40, 48, 50), // T·B = 2400: the weight-gradient product cut along T·B between threads
+    (2, 20, 70, 6),   // row blocks of uneven size for 2 and 3 threads
+    (2, 24, 40, 27),  // 3 and 5 chunks of rows, T not a multiple of the slice length
+    (3, 40, 48, 50),  // T·B = 2400: the weight-gradient product cut along T·B between threads
+    (2, 130, 20, 12), // H ≥ 128: each step prefetches the next step's rows of the caches
 ];
 
 struct Problem {

@@ -46,7 +46,7 @@
 //! da_z = −0.40514825·0.25 = −0.10128706; ∂L/∂h₀ = 1·z + dah_n·W_hn = 0.54517666.
 //! (Asserted in a test below.)
 
-use super::simd::{multiversion, sum_sq_f64};
+use super::simd::{self, multiversion, sum_sq_f64};
 use super::slices;
 use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
@@ -173,6 +173,9 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
         ah,
     } = r;
     let h = hs.dim().2;
+    // (from a step's rows of gates and hs[t + 1] to the next step's: prefetched)
+    let t_len = gates.dim().0;
+    let ahead = super::prefetches(h).then(|| [gates.strides()[0], hs.strides()[0]]);
     for t in steps {
         // [ax_r ax_z ax_n] = x_t W_ihᵀ + b_ih                                  (b, 3H)
         super::input_projection(
@@ -193,6 +196,7 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
             slice_mut(&mut gates.index_axis_mut(Axis(0), t)),
             slice_mut(&mut next.index_axis_mut(Axis(0), 0)),
             h,
+            ahead.filter(|_| t + 1 < t_len),
         );
         // masked rows: h_t = h_{t−1}
         if let Some(m) = &mask {
@@ -201,10 +205,13 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
     }
 }
 
-multiversion!(fn gates_forward<F: Real>(ax: &[F], ah: &[F], b_hh: &[F], h_prev: &[F], g: &mut [F], h_out: &mut [F], hidden: usize) => gates_forward_body);
+multiversion!(fn gates_forward<F: Real>(ax: &[F], ah: &[F], b_hh: &[F], h_prev: &[F], g: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 2]>) => gates_forward_body);
 
 /// One step's elementwise part, row by row: ax (b, 3H) = x_t W_ihᵀ + b_ih, ah (b, 3H) =
 /// h_{t−1} W_hhᵀ, b_hh (3H); writes [r z ah_n n] to g (b, 4H) and h_t to h_out (b, H).
+/// `next`: the offsets from g and h_out to the rows the next step will write, fetched row by
+/// row ([`simd::prefetch`]).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_forward_body<F: Real>(
     ax: &[F],
@@ -214,6 +221,7 @@ fn gates_forward_body<F: Real>(
     g: &mut [F],
     h_out: &mut [F],
     hidden: usize,
+    next: Option<[isize; 2]>,
 ) {
     let one = F::one();
     let (bh_r, bh_z, bh_n) = split3(b_hh, hidden);
@@ -224,6 +232,11 @@ fn gates_forward_body<F: Real>(
         .zip(g.chunks_exact_mut(4 * hidden))
         .zip(h_out.chunks_exact_mut(hidden));
     for ((((ax, ah), h_prev), g), h_out) in rows {
+        if let Some(next) = next {
+            for (row, off) in [&g[..], h_out].into_iter().zip(next) {
+                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
+            }
+        }
         let (ax_r, ax_z, ax_n) = split3(ax, hidden);
         let (ah_r, ah_z, ah_n) = split3(ah, hidden);
         let (g_r, rest) = g.split_at_mut(hidden);
@@ -361,6 +374,8 @@ struct Rows<'a, F> {
 /// Steps `steps` (walked downwards) of the backward time loop over one chunk of rows.
 fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: Range<usize>) {
     let h = r.hs.dim().2;
+    // (from a step's rows of gates and hs[t] to the previous step's: prefetched)
+    let behind = super::prefetches(h).then(|| [-r.gates.strides()[0], -r.hs.strides()[0]]);
     for t in steps.rev() {
         if let (Some(m), Some(carry)) = (&r.mask, &mut r.carry) {
             let dh_out_t = r.dh_out.at(t);
@@ -375,6 +390,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: R
             &mut r.dh,
             slice_mut(&mut r.dh_sq.index_axis_mut(Axis(0), t)),
             h,
+            behind.filter(|_| t > 0),
         );
         // masked rows: h_t = h_{t−1}, so the step's gates get no gradient
         if let Some(m) = &r.mask {
@@ -390,12 +406,15 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: R
     }
 }
 
-multiversion!(fn gates_backward<F: Real>(g: &mut [F], h_prev: &[F], dh_out: &[F], dh_next: &mut [F], dh: &mut [F], dh_sq: &mut [f64], hidden: usize) => gates_backward_body);
+multiversion!(fn gates_backward<F: Real>(g: &mut [F], h_prev: &[F], dh_out: &[F], dh_next: &mut [F], dh: &mut [F], dh_sq: &mut [f64], hidden: usize, next: Option<[isize; 2]>) => gates_backward_body);
 
 /// One step's elementwise part backward, row by row (the forward is [`gates_forward_body`]):
 /// g (b, 4H) holds [r z ah_n n] and is overwritten with [da_r da_z dah_n dax_n]; dh_next
 /// (b, H) is the recurrent part of ∂L/∂h_t from step t+1 on entry and the direct part of
 /// ∂L/∂h_{t−1}, dh_t ⊙ z, on exit; each row's ‖dh_t‖² goes to dh_sq (b), via the row buffer dh.
+/// `next`: the offsets from g and h_prev to the rows the next step backward will read,
+/// fetched row by row ([`simd::prefetch`]).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_backward_body<F: Real>(
     g: &mut [F],
@@ -405,6 +424,7 @@ fn gates_backward_body<F: Real>(
     dh: &mut [F],
     dh_sq: &mut [f64],
     hidden: usize,
+    next: Option<[isize; 2]>,
 ) {
     let one = F::one();
     let rows = g
@@ -414,6 +434,11 @@ fn gates_backward_body<F: Real>(
         .zip(dh_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut());
     for ((((g, h_prev), dh_out), dh_next), sq) in rows {
+        if let Some(next) = next {
+            for (row, off) in [&g[..], h_prev].into_iter().zip(next) {
+                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
+            }
+        }
         let (g_r, rest) = g.split_at_mut(hidden);
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);

@@ -32,7 +32,7 @@
 //! ∂L/∂c₁ = o(1 − tanh²c₁) = 0.62245933·0.08195387 = 0.05101295; ∂L/∂c₀ = ∂L/∂c₁·f = 0.04170689.
 //! (Asserted in a test below.)
 
-use super::simd::{multiversion, sum_sq_f64};
+use super::simd::{self, multiversion, sum_sq_f64};
 use super::slices;
 use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
@@ -160,6 +160,10 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
         mask,
     } = r;
     let h = hs.dim().2;
+    // (from a step's rows of gates, cs[t + 1] and hs[t + 1] to the next step's: prefetched)
+    let t_len = gates.dim().0;
+    let ahead =
+        super::prefetches(h).then(|| [gates.strides()[0], cs.strides()[0], hs.strides()[0]]);
     for t in steps {
         let mut a = gates.index_axis_mut(Axis(0), t);
         // a = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ                      (b, 4H)
@@ -173,6 +177,7 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
             slice_mut(&mut c_next.index_axis_mut(Axis(0), 0)),
             slice_mut(&mut h_next),
             h,
+            ahead.filter(|_| t + 1 < t_len),
         );
         // masked rows: h_t = h_{t−1}, c_t = c_{t−1}
         if let Some(m) = &mask {
@@ -185,10 +190,11 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
 /// Units processed together in the fused elementwise passes (one AVX-512 vector of f32).
 const LANES: usize = 16;
 
-multiversion!(fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], h_out: &mut [F], hidden: usize) => gates_forward_body);
+multiversion!(fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 3]>) => gates_forward_body);
 
 /// One step's elementwise part, row by row: a (b, 4H) holds [a_i a_f a_g a_o] and is
-/// overwritten with [i f g o]; writes c_t and h_t (b, H).
+/// overwritten with [i f g o]; writes c_t and h_t (b, H). `next`: the offsets from a, c and
+/// h_out to the rows the next step will write, fetched row by row ([`simd::prefetch`]).
 #[inline(always)]
 fn gates_forward_body<F: Real>(
     a: &mut [F],
@@ -196,6 +202,7 @@ fn gates_forward_body<F: Real>(
     c: &mut [F],
     h_out: &mut [F],
     hidden: usize,
+    next: Option<[isize; 3]>,
 ) {
     let rows = a
         .chunks_exact_mut(4 * hidden)
@@ -203,6 +210,11 @@ fn gates_forward_body<F: Real>(
         .zip(c.chunks_exact_mut(hidden))
         .zip(h_out.chunks_exact_mut(hidden));
     for (((a, c_prev), c), h_out) in rows {
+        if let Some(next) = next {
+            for (row, off) in [&a[..], c, h_out].into_iter().zip(next) {
+                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
+            }
+        }
         let (a_i, rest) = a.split_at_mut(hidden);
         let (a_f, rest) = rest.split_at_mut(hidden);
         let (a_g, a_o) = rest.split_at_mut(hidden);
@@ -359,6 +371,8 @@ struct Rows<'a, F> {
 /// Steps `steps` (walked downwards) of the backward time loop over one chunk of rows.
 fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: Range<usize>) {
     let h = r.cs.dim().2;
+    // (from a step's rows of gates and cs[t] to the previous step's: prefetched)
+    let behind = super::prefetches(h).then(|| [-r.gates.strides()[0], -r.cs.strides()[0]]);
     for t in steps.rev() {
         if let (Some(m), Some((carry_h, carry_c))) = (&r.mask, &mut r.carry) {
             let dh_out_t = r.dh_out.at(t);
@@ -382,6 +396,7 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: R
             slice_mut(&mut r.dh_sq.index_axis_mut(Axis(0), t)),
             slice_mut(&mut r.dc_sq.index_axis_mut(Axis(0), t)),
             h,
+            behind.filter(|_| t > 0),
         );
         // masked rows: h_t = h_{t−1} and c_t = c_{t−1}, so da_t = 0, ∂L/∂c_{t−1} = ∂L/∂c_t
         if let (Some(m), Some((_, carry_c))) = (&r.mask, &r.carry) {
@@ -400,12 +415,13 @@ fn backward_rows<F: Real>(w_hh: &gemm::PackedB<F>, r: &mut Rows<'_, F>, steps: R
     }
 }
 
-multiversion!(fn gates_backward<F: Real>(g: &mut [F], c_prev: &[F], c: &[F], dh_out: &[F], dh_next: &[F], dc_next: &mut [F], scratch: &mut [F], dh_sq: &mut [f64], dc_sq: &mut [f64], hidden: usize) => gates_backward_body);
+multiversion!(fn gates_backward<F: Real>(g: &mut [F], c_prev: &[F], c: &[F], dh_out: &[F], dh_next: &[F], dc_next: &mut [F], scratch: &mut [F], dh_sq: &mut [f64], dc_sq: &mut [f64], hidden: usize, next: Option<[isize; 2]>) => gates_backward_body);
 
 /// One step's elementwise part backward, row by row (the forward is [`gates_forward_body`]):
 /// g (b, 4H) holds [i f g o] and is overwritten with [da_i da_f da_g da_o]; dc_next (b, H) is
 /// ∂L/∂c_t from step t+1 on entry and ∂L/∂c_{t−1} on exit; the squared norms of dh_t and
-/// dc_t per row go to dh_sq, dc_sq (b).
+/// dc_t per row go to dh_sq, dc_sq (b). `next`: the offsets from g and c_prev to the rows
+/// the next step backward will read, fetched row by row ([`simd::prefetch`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_backward_body<F: Real>(
@@ -419,6 +435,7 @@ fn gates_backward_body<F: Real>(
     dh_sq: &mut [f64],
     dc_sq: &mut [f64],
     hidden: usize,
+    next: Option<[isize; 2]>,
 ) {
     let (dh, dc) = scratch.split_at_mut(hidden);
     let rows = g
@@ -430,6 +447,11 @@ fn gates_backward_body<F: Real>(
         .zip(dc_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut().zip(dc_sq.iter_mut()));
     for ((((((g, c_prev), c), dh_out), dh_next), dc_next), (dh_sq, dc_sq)) in rows {
+        if let Some(next) = next {
+            for (row, off) in [&g[..], c_prev].into_iter().zip(next) {
+                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
+            }
+        }
         let (g_i, rest) = g.split_at_mut(hidden);
         let (g_f, rest) = rest.split_at_mut(hidden);
         let (g_g, g_o) = rest.split_at_mut(hidden);
