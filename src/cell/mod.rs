@@ -287,19 +287,38 @@ pub(crate) fn block_rows(batch: usize, threads: usize) -> usize {
     batch.div_ceil(threads).next_multiple_of(gemm::MR).max(1)
 }
 
-/// `a` and `b` side by side on the rayon pool (`a` on the caller's thread), returning both.
-/// Like [`run_parallel`]'s workers, the pool thread flushes subnormals as the caller does
-/// (MXCSR is per thread; see [`crate::fpu`]), so results do not depend on which thread ran
-/// what. (Used for the two directions of a bidirectional layer; the regions inside one
-/// training step run on the caller's [`team`].)
+/// `a` and `b` side by side, on the caller's thread and a helper of its [`team`] (both on the
+/// caller's when the team is busy), returning both. Like [`run_parallel`]'s workers, each
+/// flushes subnormals as the caller does (MXCSR is per thread; see [`crate::fpu`]), so
+/// results do not depend on which thread ran what. (Used for the two directions of a
+/// bidirectional layer.)
 pub(crate) fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    rayon::join(a, || {
-        let _flush = crate::fpu::FlushSubnormals::new();
-        b()
-    })
+    use std::sync::Mutex;
+    let (job_a, job_b) = (Mutex::new(Some(a)), Mutex::new(Some(b)));
+    let (out_a, out_b) = (Mutex::new(None), Mutex::new(None));
+    team::workers(2, &|| {
+        let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
+        // each worker runs whichever jobs are still there (no lock is held while one runs)
+        let a = job_a.lock().expect("no worker panicked").take();
+        if let Some(a) = a {
+            let out = a();
+            *out_a.lock().expect("no worker panicked") = Some(out);
+        }
+        let b = job_b.lock().expect("no worker panicked").take();
+        if let Some(b) = b {
+            let out = b();
+            *out_b.lock().expect("no worker panicked") = Some(out);
+        }
+    });
+    let ran = "team::workers returns when every worker is done";
+    let (a, b) = (
+        out_a.into_inner().expect(ran),
+        out_b.into_inner().expect(ran),
+    );
+    (a.expect(ran), b.expect(ran))
 }
 
 /// Runs `job` once per item, the items shared out among as many threads (the caller's and its

@@ -2,9 +2,10 @@
 //!
 //! A two-thread training step has four parallel regions (forward, backward, building
 //! [h | x | 1] and the weight-gradient product) with short serial parts between them (head,
-//! loss, transposes, optimizer). On rayon's pool the calling thread sleeps while a region runs,
-//! and the pool's workers park a few microseconds after they run out of work, so every region
-//! began with a parked worker being woken and ended with the caller being woken. On this
+//! loss, transposes, optimizer). On rayon's pool (used before this team) the calling thread
+//! slept while a region ran, and the pool's workers parked a few microseconds after they ran
+//! out of work, so every region began with a parked worker being woken and ended with the
+//! caller being woken. On this
 //! project's VM a perf timeline per thread showed the workers idle for 0.6 ms of an 8 ms
 //! LSTM H = 64 step outside the serial parts, in gaps of 100–200 µs at the region boundaries
 //! (BENCHMARKS.md). Here the calling thread works as one member of the team, and the helpers
@@ -19,6 +20,8 @@
 //! their work through their own state (a queue of chunks, say) and must not wait for each
 //! other: when the team is busy (a worker that itself asks for a team) the call simply runs
 //! one worker on the calling thread, which then does all the work.
+//!
+//! `cell::join` runs the two directions of a bidirectional layer on the same team.
 //!
 //! Each calling thread has its own team (thread-local), created on first use and grown to
 //! the largest thread count asked for; its helpers end when that thread ends.
