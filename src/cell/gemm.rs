@@ -10,9 +10,11 @@
 //! contiguous rows; otherwise (in particular always for `f64`, which the gradient check needs
 //! exact and reproducible) it calls `ndarray::linalg::general_mat_mul`. [`mat_mul_packed`]
 //! is the same product for a B that many products share, copied once into the layout the
-//! kernel reads fastest ([`PackedB`]: the recurrent weights, multiplied every timestep), and
-//! [`mat_mul_at`] the weight-gradient product Aᵀ·B for an A built straight into that layout
-//! ([`PackedAt`]), which threads share and which can be cut along k.
+//! kernel reads fastest ([`PackedB`]: the recurrent weights, multiplied every timestep);
+//! [`mat_mul_packed_affine`] adds to it a step's input projection, bias + X·W for an X of a
+//! few columns ([`Affine`]), computed inside the tiles; and [`mat_mul_at`] is the
+//! weight-gradient product Aᵀ·B for an A built straight into that layout ([`PackedAt`]),
+//! which threads share and which can be cut along k.
 //!
 //! Determinism: every entry C[i, j] is computed by the same sequence of operations, whatever
 //! the tile it falls in and however the rows of A are split between threads: a sum over k in
@@ -23,7 +25,7 @@
 
 use crate::real::Real;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 use std::any::TypeId;
 
 /// Rows of C per register tile.
@@ -273,7 +275,7 @@ pub fn mat_mul_at<F: Real>(
             },
             BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0]),
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
-            accumulate,
+            Init::of(accumulate),
         )
     }
 }
@@ -313,6 +315,128 @@ pub fn mat_mul_packed<F: Real>(
     match &b.0 {
         Packing::Plain(b) => product(a, Rhs::View(&b.view()), accumulate, c),
         Packing::Panels { panels, k, n } => product(a, Rhs::Panels(panels, *k, *n), accumulate, c),
+    }
+}
+
+/// bias + X·W for an X (m, q) with few columns (the inputs of the synthetic tasks: q ≤ 16), W
+/// (q, n) and bias (n). Each row is summed as the bias plus X(i, 0)·W(0, ·), plus
+/// X(i, 1)·W(1, ·) and so on, each product rounded and then added. The first term of a
+/// recurrent step's pre-activations (x_t W_ihᵀ + b), which [`mat_mul_packed_affine`]
+/// computes inside the product's tiles.
+pub struct Affine<'a, F> {
+    /// X (m, q)
+    pub x: ArrayView2<'a, F>,
+    /// W (q, n)
+    pub w: ArrayView2<'a, F>,
+    /// bias (n)
+    pub bias: ArrayView1<'a, F>,
+}
+
+impl<F: Real> Affine<'_, F> {
+    /// (m, n, q), checked against each other.
+    fn dims(&self) -> (usize, usize, usize) {
+        let ((m, q), (q2, n)) = (self.x.dim(), self.w.dim());
+        assert!(
+            q == q2 && self.bias.len() == n,
+            "affine: ({m}, {q})·({q2}, {n}) + ({})",
+            self.bias.len()
+        );
+        (m, n, q)
+    }
+
+    /// C ← bias + X·W, C (m, n).
+    pub fn write_to(&self, c: &mut ArrayViewMut2<F>) {
+        let (m, n, q) = self.dims();
+        assert_eq!(c.dim(), (m, n), "affine into {:?}", c.dim());
+        match (
+            self.x.as_slice(),
+            self.w.as_slice(),
+            self.bias.as_slice(),
+            c.as_slice_mut(),
+        ) {
+            (Some(x), Some(w), Some(bias), Some(out)) => affine_rows::<F>(x, w, bias, out, q, n),
+            // (any other layout: the same operations, entry by entry)
+            _ => {
+                for (x_row, mut out_row) in self.x.rows().into_iter().zip(c.rows_mut()) {
+                    out_row.assign(&self.bias);
+                    for (&xc, w_row) in x_row.iter().zip(self.w.rows()) {
+                        out_row.zip_mut_with(&w_row, |o, &w| *o += xc * w);
+                    }
+                }
+            }
+        }
+    }
+}
+
+super::simd::multiversion!(fn affine_rows<F: Real>(x: &[F], w: &[F], bias: &[F], out: &mut [F], q: usize, n: usize) => affine_rows_body);
+
+#[inline(always)]
+fn affine_rows_body<F: Real>(x: &[F], w: &[F], bias: &[F], out: &mut [F], q: usize, n: usize) {
+    if n == 0 {
+        return;
+    }
+    for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
+        out_row.copy_from_slice(&bias[..n]);
+        for (&xc, w_row) in x[r * q..(r + 1) * q].iter().zip(w.chunks_exact(n)) {
+            for (o, &w) in out_row.iter_mut().zip(w_row) {
+                *o += xc * w;
+            }
+        }
+    }
+}
+
+/// C ← (bias + X·W) + A·B for a B prepared by [`PackedB::new`]: bit-identical to
+/// [`Affine::write_to`] followed by [`mat_mul_packed`] with β = 1. On the fast path the tiles
+/// compute bias + X·W themselves before they store their sums, so C is written once instead
+/// of being filled by one pass and read back and rewritten by the next.
+pub fn mat_mul_packed_affine<F: Real>(
+    affine: &Affine<F>,
+    a: &ArrayView2<F>,
+    b: &PackedB<F>,
+    c: &mut ArrayViewMut2<F>,
+) {
+    let (m, n, q) = affine.dims();
+    let fast = match &b.0 {
+        Packing::Panels { panels, k, n: n2 } => {
+            let contiguous = affine.x.strides()[1] == 1
+                && affine.w.strides()[1] == 1
+                && affine.bias.strides() == [1];
+            (contiguous && *k > 0 && c.strides()[1] == 1).then_some((panels, *k, *n2))
+        }
+        Packing::Plain(_) => None,
+    };
+    let Some((panels, k, n2)) = fast else {
+        affine.write_to(c);
+        return mat_mul_packed(a, b, true, c);
+    };
+    assert!(
+        a.dim() == (m, k) && n2 == n && c.dim() == (m, n),
+        "mat_mul_packed_affine: ({m}, ·)·({k}, {n2}) with A {:?} into {:?}",
+        a.dim(),
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let init = Init::Affine {
+        x: affine.x.as_ptr() as *const f32,
+        x_rs: affine.x.strides()[0],
+        q,
+        w: affine.w.as_ptr() as *const f32,
+        w_rs: affine.w.strides()[0],
+        bias: affine.bias.as_ptr() as *const f32,
+    };
+    // SAFETY: panels are only made for f32 with AVX-512, so F is f32 and the kernel may run;
+    // every view has the shape checked above, X and W are read at the strides of their views,
+    // and C's rows are contiguous.
+    unsafe {
+        avx512::gemm(
+            (m, n, k),
+            ALayout::Strided(a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
+            BLayout::Panels(panels.as_ptr() as *const f32),
+            (c.as_mut_ptr() as *mut f32, c.strides()[0]),
+            init,
+        )
     }
 }
 
@@ -363,8 +487,61 @@ fn product<F: Real>(a: &ArrayView2<F>, b: Rhs<'_, F>, accumulate: bool, c: &mut 
             ALayout::Strided(a.as_ptr() as *const f32, a.strides()[0], a.strides()[1]),
             layout,
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
-            accumulate,
+            Init::of(accumulate),
         )
+    }
+}
+
+/// What the AVX-512 kernel adds the product A·B to.
+#[derive(Clone, Copy)]
+enum Init {
+    /// Nothing: C ← A·B.
+    Zero,
+    /// C itself: C ← C + A·B.
+    C,
+    /// [`Affine`], computed in each tile before the sum is stored: C ← (bias + X·W) + A·B,
+    /// X(i, q) = x[i·x_rs + q] for q < `q`, W(q, j) = w[q·w_rs + j], bias(j) = bias[j].
+    Affine {
+        x: *const f32,
+        x_rs: isize,
+        q: usize,
+        w: *const f32,
+        w_rs: isize,
+        bias: *const f32,
+    },
+}
+
+impl Init {
+    /// β = 1 (`accumulate`) or 0.
+    fn of(accumulate: bool) -> Self {
+        if accumulate { Init::C } else { Init::Zero }
+    }
+
+    /// The same for the tile whose first entry is C(i0, j0).
+    ///
+    /// # Safety
+    /// For [`Init::Affine`], i0 and j0 must lie inside X's rows and W's columns.
+    unsafe fn at(self, i0: usize, j0: usize) -> Self {
+        match self {
+            Init::Affine {
+                x,
+                x_rs,
+                q,
+                w,
+                w_rs,
+                bias,
+            } => unsafe {
+                Init::Affine {
+                    x: x.offset(i0 as isize * x_rs),
+                    x_rs,
+                    q,
+                    w: w.add(j0),
+                    w_rs,
+                    bias: bias.add(j0),
+                }
+            },
+            other => other,
+        }
     }
 }
 
@@ -411,10 +588,10 @@ pub fn has_avx512() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{ALayout, BLayout, KC, MR, NR, PACK_B_ENTRIES};
+    use super::{ALayout, BLayout, Init, KC, MR, NR, PACK_B_ENTRIES};
     use std::arch::x86_64::*;
 
-    /// C (m, n) ← A·B (+ C). A as `a` says, B as `b` says,
+    /// C (m, n) ← A·B + what `init` says. A as `a` says, B as `b` says,
     /// C(i, j) = c[i·c_rs + j] (strides in elements).
     ///
     /// # Safety
@@ -426,7 +603,7 @@ mod avx512 {
         a: ALayout,
         b: BLayout,
         (c, c_rs): (*mut f32, isize),
-        accumulate: bool,
+        init: Init,
     ) {
         // When A is strided along k (A = Mᵀ for a row-major M, as in the weight gradients),
         // each kc block of A is first copied into MR-row panels, panel[p][r] = A(i0 + r, p),
@@ -460,7 +637,8 @@ mod avx512 {
         let mut p0 = 0;
         while p0 < k {
             let kc = KC.min(k - p0);
-            let acc = accumulate || p0 > 0;
+            // (later blocks of k add to what the first stored)
+            let block_init = if p0 == 0 { init } else { Init::C };
             let (mut a_p, mut b_p) =
                 unsafe { (a.offset(p0 as isize * a_ks), b.offset(p0 as isize * b_rs)) };
             // (offset of column j0 per j0, and row stride inside a tile)
@@ -519,7 +697,9 @@ mod avx512 {
                     let a_t = unsafe { a_p.offset(i0 as isize * i0_step) };
                     let b_t = unsafe { b_p.add(j0 * j0_step) };
                     let c_t = unsafe { c.offset(i0 as isize * c_rs).add(j0) };
-                    let args = (kc, a_t, t_rs, t_ks, b_t, t_b_rs, c_t, c_rs, m0, m1, acc);
+                    // SAFETY: (i0, j0) is an entry of C, so of X's rows and W's columns
+                    let t_init = unsafe { block_init.at(i0, j0) };
+                    let args = (kc, a_t, t_rs, t_ks, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
                     unsafe {
                         if cols == NR {
                             tile_rows::<true>(rows, args)
@@ -562,7 +742,7 @@ mod avx512 {
         isize,
         __mmask16,
         __mmask16,
-        bool,
+        Init,
     );
 
     /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows.
@@ -607,12 +787,12 @@ mod avx512 {
     }
 
     /// One R × 32 tile of C: R·2 accumulator registers, B's row loaded as two vectors, A's
-    /// entries broadcast. The sum over p runs in increasing order. `FULL`: all 32 columns
-    /// exist (m0 = m1 = all ones).
+    /// entries broadcast. The sum over p runs in increasing order, then is added to what
+    /// `init` says. `FULL`: all 32 columns exist (m0 = m1 = all ones).
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn tile<const R: usize, const FULL: bool>(
-        (k, a, a_rs, a_ks, b, b_rs, c, c_rs, m0, m1, accumulate): TileArgs,
+        (k, a, a_rs, a_ks, b, b_rs, c, c_rs, m0, m1, init): TileArgs,
     ) {
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
@@ -632,10 +812,33 @@ mod avx512 {
             unsafe {
                 let c_row = c.offset(i as isize * c_rs);
                 let (mut v0, mut v1) = (lo[i], hi[i]);
-                if accumulate {
-                    let (c0, c1) = load_pair::<FULL>(c_row, m0, m1);
-                    v0 = _mm512_add_ps(c0, v0);
-                    v1 = _mm512_add_ps(c1, v1);
+                match init {
+                    Init::Zero => {}
+                    Init::C => {
+                        let (c0, c1) = load_pair::<FULL>(c_row, m0, m1);
+                        v0 = _mm512_add_ps(c0, v0);
+                        v1 = _mm512_add_ps(c1, v1);
+                    }
+                    Init::Affine {
+                        x,
+                        x_rs,
+                        q,
+                        w,
+                        w_rs,
+                        bias,
+                    } => {
+                        // bias + Σ_q X(i, q)·W(q, ·), in order of q, each product rounded
+                        // and then added: the arithmetic of `affine_rows`
+                        let (mut p0, mut p1) = load_pair::<FULL>(bias, m0, m1);
+                        for qq in 0..q as isize {
+                            let xv = _mm512_set1_ps(*x.offset(i as isize * x_rs + qq));
+                            let (w0, w1) = load_pair::<FULL>(w.offset(qq * w_rs), m0, m1);
+                            p0 = _mm512_add_ps(p0, _mm512_mul_ps(xv, w0));
+                            p1 = _mm512_add_ps(p1, _mm512_mul_ps(xv, w1));
+                        }
+                        v0 = _mm512_add_ps(p0, v0);
+                        v1 = _mm512_add_ps(p1, v1);
+                    }
                 }
                 if FULL {
                     _mm512_storeu_ps(c_row, v0);
@@ -657,7 +860,7 @@ mod avx512 {
         _: super::ALayout,
         _: super::BLayout,
         _: (*mut f32, isize),
-        _: bool,
+        _: super::Init,
     ) {
         unreachable!()
     }
@@ -732,6 +935,44 @@ mod tests {
 
     /// Packing into a recycled buffer full of NaN (the padding of the last panel keeps them)
     /// gives the same products: the padding is never read.
+    /// The input projection added inside the tiles is bit for bit the separate pass followed
+    /// by the accumulating product: edge tiles in every direction, k over two KC blocks,
+    /// q = 0 to 5, X and C with rows wider than their views. (f64 checks the fallback.)
+    #[test]
+    fn affine_in_the_tiles_is_the_pass_then_the_product() {
+        fn check<F: Real>() {
+            let cast = |a: Array2<f32>| a.mapv(|v| F::of(v as f64));
+            for &(m, n, k) in &[(1, 5, 3), (9, 33, 20), (17, 64, 300), (16, 45, 256)] {
+                for q in [0, 1, 2, 5] {
+                    let x_wide = cast(filled(m, q + 3, 0.9));
+                    let x = x_wide.slice(s![.., 1..q + 1]);
+                    let w = cast(filled(q, n, 0.4));
+                    let bias = cast(filled(1, n, 0.23)).row(0).to_owned();
+                    let (a, b) = (cast(filled(m, k, 0.3)), cast(filled(k, n, 0.7)));
+                    let packed = PackedB::new(b.view());
+                    let affine = Affine {
+                        x,
+                        w: w.view(),
+                        bias: bias.view(),
+                    };
+                    let mut want = Array2::from_elem((m, n), F::of(f64::NAN));
+                    affine.write_to(&mut want.view_mut());
+                    mat_mul_packed(&a.view(), &packed, true, &mut want.view_mut());
+                    let mut got_wide = Array2::from_elem((m, n + 7), F::of(f64::NAN));
+                    let mut got = got_wide.slice_mut(s![.., 2..n + 2]);
+                    mat_mul_packed_affine(&affine, &a.view(), &packed, &mut got);
+                    assert_eq!(want, got, "{} ({m},{n},{k}) q={q}", F::NAME);
+                    let cols = [0, 1, n + 2, n + 6];
+                    for v in cols.map(|j| got_wide.column(j).to_owned()) {
+                        assert!(v.iter().all(|v| v.is_nan()), "wrote outside C");
+                    }
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
+    }
+
     #[test]
     fn packed_b_padding_is_never_read() {
         let (m, k, n): (usize, usize, usize) = (9, 20, 45); // 45 = one full 32-column panel and 13 columns

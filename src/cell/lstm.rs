@@ -166,9 +166,9 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
         super::prefetches(h).then(|| [gates.strides()[0], cs.strides()[0], hs.strides()[0]]);
     for t in steps {
         let mut a = gates.index_axis_mut(Axis(0), t);
-        // a = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ                      (b, 4H)
-        super::input_projection(x.index_axis(Axis(0), t), &w.w_ih_t, &w.bias, &mut a);
-        gemm::mat_mul_packed(&hs.index_axis(Axis(0), t), &w.w_hh_t, true, &mut a);
+        // a = (x_t W_ihᵀ + (b_ih + b_hh)) + h_{t−1} W_hhᵀ                    (b, 4H)
+        let (x_t, h_prev) = (x.index_axis(Axis(0), t), hs.index_axis(Axis(0), t));
+        super::preactivation(x_t, &w.w_ih_t, &w.bias, h_prev, &w.w_hh_t, &mut a);
         let (c_prev, mut c_next) = cs.view_mut().split_at(Axis(0), t + 1);
         let mut h_next = hs.index_axis_mut(Axis(0), t + 1);
         gates_forward::<F>(

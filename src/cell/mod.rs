@@ -339,49 +339,58 @@ pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {
 
 /// a = x_t W_ihᵀ + (b_ih + b_hh) for one step's block of rows: `x` (b, I), `w_ih_t` (I, G·H),
 /// `bias` (G·H), `a` (b, G·H) overwritten. For the small inputs of the tasks (I ≤ 16) one
-/// fused pass, bias + Σ_c x[r, c]·W_ihᵀ[c, :] in order of c; otherwise a product.
+/// fused pass, bias + Σ_c x[r, c]·W_ihᵀ[c, :] in order of c ([`gemm::Affine`]); otherwise a
+/// product.
 pub(crate) fn input_projection<F: Real>(
     x: ndarray::ArrayView2<F>,
     w_ih_t: &Array2<F>,
     bias: &ndarray::Array1<F>,
     a: &mut ndarray::ArrayViewMut2<F>,
 ) {
-    let (i, gh) = w_ih_t.dim();
-    match (
-        x.as_slice(),
-        w_ih_t.as_slice(),
-        bias.as_slice(),
-        a.as_slice_mut(),
-    ) {
-        (Some(x), Some(w), Some(bias), Some(out)) if i <= 16 => {
-            input_projection_rows::<F>(x, w, bias, out, i, gh)
-        }
-        _ => {
+    match small_input(x, w_ih_t, bias) {
+        Some(affine) => affine.write_to(a),
+        None => {
             a.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
             gemm::mat_mul(&x, &w_ih_t.view(), true, a);
         }
     }
 }
 
-simd::multiversion!(fn input_projection_rows<F: Real>(x: &[F], w_ih_t: &[F], bias: &[F], out: &mut [F], i: usize, gh: usize) => input_projection_body);
-
-#[inline(always)]
-fn input_projection_body<F: Real>(
-    x: &[F],
-    w_ih_t: &[F],
-    bias: &[F],
-    out: &mut [F],
-    i: usize,
-    gh: usize,
+/// a = (x_t W_ihᵀ + (b_ih + b_hh)) + h_{t−1} W_hhᵀ for one step's block of rows: `h_prev`
+/// (b, H), `w_hh_t` W_hhᵀ packed, the rest as [`input_projection`], which this is followed by
+/// a product, bit for bit. For small inputs the product's tiles add the input projection
+/// themselves ([`gemm::mat_mul_packed_affine`]): `a` is written once, not filled, read back
+/// and rewritten.
+pub(crate) fn preactivation<F: Real>(
+    x: ndarray::ArrayView2<F>,
+    w_ih_t: &Array2<F>,
+    bias: &ndarray::Array1<F>,
+    h_prev: ndarray::ArrayView2<F>,
+    w_hh_t: &gemm::PackedB<F>,
+    a: &mut ndarray::ArrayViewMut2<F>,
 ) {
-    for (x_row, out_row) in x.chunks_exact(i).zip(out.chunks_exact_mut(gh)) {
-        out_row.copy_from_slice(&bias[..gh]);
-        for (&xc, w_row) in x_row.iter().zip(w_ih_t.chunks_exact(gh)) {
-            for (o, &w) in out_row.iter_mut().zip(w_row) {
-                *o += xc * w;
-            }
+    match small_input(x, w_ih_t, bias) {
+        Some(affine) => gemm::mat_mul_packed_affine(&affine, &h_prev, w_hh_t, a),
+        None => {
+            input_projection(x, w_ih_t, bias, a);
+            gemm::mat_mul_packed(&h_prev, w_hh_t, true, a);
         }
     }
+}
+
+/// The input projection as a [`gemm::Affine`] when the inputs are few (I ≤ 16) and every
+/// operand has contiguous rows.
+fn small_input<'a, F: Real>(
+    x: ndarray::ArrayView2<'a, F>,
+    w_ih_t: &'a Array2<F>,
+    bias: &'a ndarray::Array1<F>,
+) -> Option<gemm::Affine<'a, F>> {
+    let contiguous = x.is_standard_layout() && w_ih_t.is_standard_layout();
+    (contiguous && w_ih_t.nrows() <= 16).then(|| gemm::Affine {
+        x,
+        w: w_ih_t.view(),
+        bias: bias.view(),
+    })
 }
 
 /// Mean over the batch of per-row norms given as squared sums: `sq` is (T, B) row-major;

@@ -135,9 +135,9 @@ fn forward_rows<F: Real>(
     for t in steps {
         let (prev, mut next) = hs.view_mut().split_at(Axis(0), t + 1);
         let mut a = next.index_axis_mut(Axis(0), 0); // a_t, then h_t in place: (b, H)
-        // a_t = x_t W_ihᵀ + (b_ih + b_hh) + h_{t−1} W_hhᵀ
-        super::input_projection(x.index_axis(Axis(0), t), &w.w_ih_t, &w.bias, &mut a);
-        gemm::mat_mul_packed(&prev.index_axis(Axis(0), t), &w.w_hh_t, true, &mut a);
+        // a_t = (x_t W_ihᵀ + (b_ih + b_hh)) + h_{t−1} W_hhᵀ
+        let (x_t, h_prev) = (x.index_axis(Axis(0), t), prev.index_axis(Axis(0), t));
+        super::preactivation(x_t, &w.w_ih_t, &w.bias, h_prev, &w.w_hh_t, &mut a);
         // h_t = φ(a_t)
         let a = a.as_slice_mut().expect("row block is contiguous");
         match w.activation {
