@@ -113,6 +113,34 @@ fn gemm_per_step_packed(bencher: Bencher, shape: usize) {
         .bench_local(|| gemm::mat_mul_packed(&a.view(), &b, false, &mut c.view_mut()));
 }
 
+/// One step's pre-activations a = (b + x_t W_ihᵀ) + h_{t−1} W_hhᵀ for the whole batch
+/// ((64, 2)·(2, 512) and (64, 128)·(128, 512)): the input projection computed inside the
+/// product's tiles ([`gemm::mat_mul_packed_affine`], `fused`), or written by its own pass
+/// and then accumulated into by the product (bit-identical).
+#[divan::bench(args = [false, true])]
+fn gemm_per_step_with_input_projection(bencher: Bencher, fused: bool) {
+    let (m, k, n) = (B, 128, 512);
+    let (x, w_ih_t, bias) = (matrix(m, I, 0.5), matrix(I, n, 0.1), matrix(1, n, 0.3));
+    let (a, b) = (matrix(m, k, 0.3), matrix(k, n, 0.7));
+    let b = gemm::PackedB::new(b.view());
+    let affine = gemm::Affine {
+        x: x.view(),
+        w: w_ih_t.view(),
+        bias: bias.row(0),
+    };
+    let mut c = Array2::<f32>::zeros((m, n));
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * (k + I)))
+        .bench_local(|| {
+            if fused {
+                gemm::mat_mul_packed_affine(&affine, &a.view(), &b, &mut c.view_mut());
+            } else {
+                affine.write_to(&mut c.view_mut());
+                gemm::mat_mul_packed(&a.view(), &b, true, &mut c.view_mut());
+            }
+        });
+}
+
 /// The weight-gradient product (131, 6400)·(6400, 512) with [h | x | 1] prebuilt in the
 /// kernel's layout ([`gemm::PackedAt`], as the cells use it; `gemm_kernel` shape 2 is the same
 /// product with A read from a transposed view and packed inside), whole and cut into 2048-row
