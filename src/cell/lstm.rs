@@ -19,7 +19,8 @@
 //! The cache holds x, the gate activations (T, B, 4H), c and h; tanh(c_t) is recomputed in
 //! backward rather than stored. The backward pass overwrites each step's activations with that
 //! step's pre-activation gradients, so the largest part of the cache is reused for the
-//! gradients instead of being allocated twice. Each step is one product and one fused
+//! gradients instead of being allocated twice. Each step is one product (for small inputs
+//! with x_t W_ihᵀ + b computed inside its tiles: `cell::preactivation`) and one fused
 //! elementwise pass, forward (`gates_forward`) and backward (`gates_backward`) side by
 //! side below; the batch splits into independent row blocks across threads (see the module
 //! docs of [`super`]).

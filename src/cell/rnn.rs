@@ -16,7 +16,8 @@
 //! and after the loop, over all steps at once: dW_hh = Σ_t da_tᵀ h_{t−1}, dW_ih = Σ_t da_tᵀ x_t,
 //! db_ih = db_hh = Σ_t Σ_b da_t, dx_t = da_t W_ih (see `weight_grads` in the cell module).
 //!
-//! Each step is one product (written straight into h_t's rows) and one elementwise pass,
+//! Each step is one product (written straight into h_t's rows; for small inputs with
+//! x_t W_ihᵀ + b computed inside its tiles: `cell::preactivation`) and one elementwise pass,
 //! forward and backward side by side below; the batch splits into independent row blocks
 //! across threads (see the module docs of [`super`]).
 //!
