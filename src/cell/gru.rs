@@ -210,7 +210,7 @@ multiversion!(fn gates_forward<F: Real>(ax: &[F], ah: &[F], b_hh: &[F], h_prev: 
 /// One step's elementwise part, row by row: ax (b, 3H) = x_t W_ihᵀ + b_ih, ah (b, 3H) =
 /// h_{t−1} W_hhᵀ, b_hh (3H); writes [r z ah_n n] to g (b, 4H) and h_t to h_out (b, H).
 /// `next`: the offsets from g and h_out to the rows the next step will write, fetched row by
-/// row ([`simd::prefetch`]).
+/// row ([`simd::prefetch_rows`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_forward_body<F: Real>(
@@ -232,11 +232,7 @@ fn gates_forward_body<F: Real>(
         .zip(g.chunks_exact_mut(4 * hidden))
         .zip(h_out.chunks_exact_mut(hidden));
     for ((((ax, ah), h_prev), g), h_out) in rows {
-        if let Some(next) = next {
-            for (row, off) in [&g[..], h_out].into_iter().zip(next) {
-                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
-            }
-        }
+        simd::prefetch_rows([&g[..], h_out], next);
         let (ax_r, ax_z, ax_n) = split3(ax, hidden);
         let (ah_r, ah_z, ah_n) = split3(ah, hidden);
         let (g_r, rest) = g.split_at_mut(hidden);
@@ -413,7 +409,7 @@ multiversion!(fn gates_backward<F: Real>(g: &mut [F], h_prev: &[F], dh_out: &[F]
 /// (b, H) is the recurrent part of ∂L/∂h_t from step t+1 on entry and the direct part of
 /// ∂L/∂h_{t−1}, dh_t ⊙ z, on exit; each row's ‖dh_t‖² goes to dh_sq (b), via the row buffer dh.
 /// `next`: the offsets from g and h_prev to the rows the next step backward will read,
-/// fetched row by row ([`simd::prefetch`]).
+/// fetched row by row ([`simd::prefetch_rows`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_backward_body<F: Real>(
@@ -434,11 +430,7 @@ fn gates_backward_body<F: Real>(
         .zip(dh_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut());
     for ((((g, h_prev), dh_out), dh_next), sq) in rows {
-        if let Some(next) = next {
-            for (row, off) in [&g[..], h_prev].into_iter().zip(next) {
-                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
-            }
-        }
+        simd::prefetch_rows([&g[..], h_prev], next);
         let (g_r, rest) = g.split_at_mut(hidden);
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);

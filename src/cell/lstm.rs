@@ -195,7 +195,7 @@ multiversion!(fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], 
 
 /// One step's elementwise part, row by row: a (b, 4H) holds [a_i a_f a_g a_o] and is
 /// overwritten with [i f g o]; writes c_t and h_t (b, H). `next`: the offsets from a, c and
-/// h_out to the rows the next step will write, fetched row by row ([`simd::prefetch`]).
+/// h_out to the rows the next step will write, fetched row by row ([`simd::prefetch_rows`]).
 #[inline(always)]
 fn gates_forward_body<F: Real>(
     a: &mut [F],
@@ -211,11 +211,7 @@ fn gates_forward_body<F: Real>(
         .zip(c.chunks_exact_mut(hidden))
         .zip(h_out.chunks_exact_mut(hidden));
     for (((a, c_prev), c), h_out) in rows {
-        if let Some(next) = next {
-            for (row, off) in [&a[..], c, h_out].into_iter().zip(next) {
-                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
-            }
-        }
+        simd::prefetch_rows([&a[..], c, h_out], next);
         let (a_i, rest) = a.split_at_mut(hidden);
         let (a_f, rest) = rest.split_at_mut(hidden);
         let (a_g, a_o) = rest.split_at_mut(hidden);
@@ -422,7 +418,7 @@ multiversion!(fn gates_backward<F: Real>(g: &mut [F], c_prev: &[F], c: &[F], dh_
 /// g (b, 4H) holds [i f g o] and is overwritten with [da_i da_f da_g da_o]; dc_next (b, H) is
 /// ∂L/∂c_t from step t+1 on entry and ∂L/∂c_{t−1} on exit; the squared norms of dh_t and
 /// dc_t per row go to dh_sq, dc_sq (b). `next`: the offsets from g and c_prev to the rows
-/// the next step backward will read, fetched row by row ([`simd::prefetch`]).
+/// the next step backward will read, fetched row by row ([`simd::prefetch_rows`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_backward_body<F: Real>(
@@ -448,11 +444,7 @@ fn gates_backward_body<F: Real>(
         .zip(dc_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut().zip(dc_sq.iter_mut()));
     for ((((((g, c_prev), c), dh_out), dh_next), dc_next), (dh_sq, dc_sq)) in rows {
-        if let Some(next) = next {
-            for (row, off) in [&g[..], c_prev].into_iter().zip(next) {
-                simd::prefetch(row.as_ptr().wrapping_offset(off), row.len());
-            }
-        }
+        simd::prefetch_rows([&g[..], c_prev], next);
         let (g_i, rest) = g.split_at_mut(hidden);
         let (g_f, rest) = rest.split_at_mut(hidden);
         let (g_g, g_o) = rest.split_at_mut(hidden);

@@ -116,6 +116,17 @@ pub fn prefetch<F>(p: *const F, len: usize) {
     let _ = (p, len);
 }
 
+/// [`prefetch`] for the rows a step will touch next: each of `rows` shifted by its entry of
+/// `next` (in elements; typically ± a cache's stride along time). Nothing when `next` is None.
+#[inline(always)]
+pub fn prefetch_rows<F, const N: usize>(rows: [&[F]; N], next: Option<[isize; N]>) {
+    if let Some(next) = next {
+        for (row, off) in rows.into_iter().zip(next) {
+            prefetch(row.as_ptr().wrapping_offset(off), row.len());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::prefetch;
