@@ -287,33 +287,30 @@ pub(crate) fn block_rows(batch: usize, threads: usize) -> usize {
     batch.div_ceil(threads).next_multiple_of(gemm::MR).max(1)
 }
 
-/// `a` and `b` side by side, on the caller's thread and a helper of its [`team`] (both on the
-/// caller's when the team is busy), returning both. Like [`run_parallel`]'s workers, each
-/// flushes subnormals as the caller does (MXCSR is per thread; see [`crate::fpu`]), so
-/// results do not depend on which thread ran what. (Used for the two directions of a
-/// bidirectional layer.)
+/// `a` and `b` side by side, as the two items of a [`run_parallel`] (on the caller's thread and
+/// a helper of its [`team`], or both on the caller's when the team is busy), returning both.
+/// (Used for the two directions of a bidirectional layer.)
 pub(crate) fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
     use std::sync::Mutex;
-    let (job_a, job_b) = (Mutex::new(Some(a)), Mutex::new(Some(b)));
+    enum Job<A, B> {
+        A(A),
+        B(B),
+    }
     let (out_a, out_b) = (Mutex::new(None), Mutex::new(None));
-    team::workers(2, &|| {
-        let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
-        // each worker runs whichever jobs are still there (no lock is held while one runs)
-        let a = job_a.lock().expect("no worker panicked").take();
-        if let Some(a) = a {
-            let out = a();
-            *out_a.lock().expect("no worker panicked") = Some(out);
+    run_parallel(vec![Job::A(a), Job::B(b)], |job| match job {
+        Job::A(a) => {
+            let out = a(); // (no lock held while a job runs)
+            *out_a.lock().expect("no job panicked") = Some(out);
         }
-        let b = job_b.lock().expect("no worker panicked").take();
-        if let Some(b) = b {
+        Job::B(b) => {
             let out = b();
-            *out_b.lock().expect("no worker panicked") = Some(out);
+            *out_b.lock().expect("no job panicked") = Some(out);
         }
     });
-    let ran = "team::workers returns when every worker is done";
+    let ran = "run_parallel returns when every item has run";
     let (a, b) = (
         out_a.into_inner().expect(ran),
         out_b.into_inner().expect(ran),
