@@ -933,8 +933,6 @@ mod tests {
         }
     }
 
-    /// Packing into a recycled buffer full of NaN (the padding of the last panel keeps them)
-    /// gives the same products: the padding is never read.
     /// The input projection added inside the tiles is bit for bit the separate pass followed
     /// by the accumulating product: edge tiles in every direction, k over two KC blocks,
     /// q = 0 to 5, X and C with rows wider than their views. (f64 checks the fallback.)
@@ -973,6 +971,8 @@ mod tests {
         check::<f64>();
     }
 
+    /// Packing into a recycled buffer full of NaN (the padding of the last panel keeps them)
+    /// gives the same products: the padding is never read.
     #[test]
     fn packed_b_padding_is_never_read() {
         let (m, k, n): (usize, usize, usize) = (9, 20, 45); // 45 = one full 32-column panel and 13 columns

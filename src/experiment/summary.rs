@@ -79,7 +79,6 @@ pub fn write(dir: &Path, cfg: &VanishingConfig) -> Result<()> {
     crate::fsutil::write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
 
-/// The `run.json` of a result folder (null if there is none).
 /// Decades the gradient may lose over 50 steps back for a heatmap row to count as "reaching"
 /// that far.
 const REACH_DECADES: f64 = 6.0;
@@ -134,6 +133,7 @@ fn rnn_rows_sentence(rows: &[HeatRow]) -> String {
     }
 }
 
+/// The `run.json` of a result folder (null if there is none).
 fn run_json(dir: &Path) -> serde_json::Value {
     std::fs::read_to_string(dir.join("run.json"))
         .ok()
