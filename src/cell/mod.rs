@@ -375,15 +375,14 @@ pub(crate) fn preactivation<F: Real>(
     }
 }
 
-/// The input projection as a [`gemm::Affine`] when the inputs are few (I ≤ 16) and every
-/// operand has contiguous rows.
+/// The input projection as a [`gemm::Affine`] when the inputs are few (I ≤ 16; any layout:
+/// the affine map takes every layout, on its fast path where the rows are contiguous).
 fn small_input<'a, F: Real>(
     x: ndarray::ArrayView2<'a, F>,
     w_ih_t: &'a Array2<F>,
     bias: &'a ndarray::Array1<F>,
 ) -> Option<gemm::Affine<'a, F>> {
-    let contiguous = x.is_standard_layout() && w_ih_t.is_standard_layout();
-    (contiguous && w_ih_t.nrows() <= 16).then(|| gemm::Affine {
+    (w_ih_t.nrows() <= 16).then(|| gemm::Affine {
         x,
         w: w_ih_t.view(),
         bias: bias.view(),
