@@ -344,25 +344,27 @@ impl<F: Real> Affine<'_, F> {
         (m, n, q)
     }
 
-    /// C ← bias + X·W, C (m, n).
+    /// C ← bias + X·W, C (m, n). (Operands of another layout are copied into standard
+    /// layout first: the sums are the same.)
     pub fn write_to(&self, c: &mut ArrayViewMut2<F>) {
         let (m, n, q) = self.dims();
         assert_eq!(c.dim(), (m, n), "affine into {:?}", c.dim());
-        match (
-            self.x.as_slice(),
-            self.w.as_slice(),
-            self.bias.as_slice(),
-            c.as_slice_mut(),
-        ) {
-            (Some(x), Some(w), Some(bias), Some(out)) => affine_rows::<F>(x, w, bias, out, q, n),
-            // (any other layout: the same operations, entry by entry)
-            _ => {
-                for (x_row, mut out_row) in self.x.rows().into_iter().zip(c.rows_mut()) {
-                    out_row.assign(&self.bias);
-                    for (&xc, w_row) in x_row.iter().zip(self.w.rows()) {
-                        out_row.zip_mut_with(&w_row, |o, &w| *o += xc * w);
-                    }
-                }
+        let (x, w, bias) = (
+            self.x.as_standard_layout(),
+            self.w.as_standard_layout(),
+            self.bias.as_standard_layout(),
+        );
+        let standard = "as_standard_layout";
+        let rows = |out: &mut [F]| {
+            let (x, w) = (x.as_slice().expect(standard), w.as_slice().expect(standard));
+            affine_rows::<F>(x, w, bias.as_slice().expect(standard), out, q, n)
+        };
+        match c.as_slice_mut() {
+            Some(out) => rows(out),
+            None => {
+                let mut out = Array2::zeros((m, n));
+                rows(out.as_slice_mut().expect("fresh array"));
+                c.assign(&out);
             }
         }
     }
