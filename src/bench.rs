@@ -100,23 +100,19 @@ impl BenchConfig {
     pub fn parse(s: &str) -> Result<BenchConfig> {
         let parts: Vec<&str> = s.trim().split(':').collect();
         let [model, hidden, batch, seq_len] = parts[..] else {
-            bail!(
-                "--configs entry `{s}` is invalid: expected MODEL:HIDDEN:BATCH:SEQ_LEN, e.g. lstm:128:64:100"
-            );
+            bail!("`{s}` is invalid: expected MODEL:HIDDEN:BATCH:SEQ_LEN, e.g. lstm:128:64:100");
         };
         let cell = CellKind::parse(model).ok_or_else(|| {
             let names: Vec<_> = CellKind::ALL.iter().map(|k| k.name()).collect();
             anyhow!(
-                "--configs entry `{s}`: unknown model `{model}`, expected one of {}",
+                "`{s}`: unknown model `{model}`, expected one of {}",
                 names.join(", ")
             )
         })?;
         let num = |v: &str, what: &str, min: usize| -> Result<usize> {
             match v.parse::<usize>() {
                 Ok(n) if n >= min => Ok(n),
-                _ => bail!(
-                    "--configs entry `{s}`: {what} `{v}` is invalid: it must be an integer ≥ {min}"
-                ),
+                _ => bail!("`{s}`: {what} `{v}` is invalid: it must be an integer ≥ {min}"),
             }
         };
         Ok(BenchConfig {
@@ -131,7 +127,7 @@ impl BenchConfig {
     pub fn parse_list(s: &str) -> Result<Vec<BenchConfig>> {
         s.split(',')
             .filter(|p| !p.trim().is_empty())
-            .map(BenchConfig::parse)
+            .map(|p| BenchConfig::parse(p).map_err(|e| anyhow!("--configs entry {e}")))
             .collect()
     }
 
@@ -579,6 +575,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(p) => read_torch_csv(p).map_err(crate::commands::usage)?,
         None => Vec::new(),
     };
+    // Everything else that can be wrong is found now, not after minutes of measuring.
+    let sweep = (args.sweep != "none")
+        .then(|| BenchConfig::parse(&args.sweep).map_err(|e| anyhow!("--sweep {e}")))
+        .transpose()
+        .map_err(crate::commands::usage)?;
+    let classifier = (args.classifier != "none")
+        .then(|| crate::seq::bench::load(&args.classifier))
+        .transpose()
+        .map_err(|e| crate::commands::usage(e.context("--classifier")))?;
+    if let Some(path) = &args.csv {
+        crate::fsutil::check_writable(path)
+            .map_err(|e| crate::commands::usage(e.context("--csv")))?;
+    }
     println!(
         "rnnlab bench: {} threads, median of {} steps after {} warm-up; CPU: AVX-512 kernels {}",
         args.threads,
@@ -639,9 +648,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         rows.push(row);
     }
-    if args.sweep != "none" {
-        let c = BenchConfig::parse(&args.sweep).map_err(crate::commands::usage)?;
-        let (alone, together, eff) = sweep_efficiency(&c, args.threads, args.warmup, args.steps);
+    if let Some(c) = &sweep {
+        let (alone, together, eff) = sweep_efficiency(c, args.threads, args.warmup, args.steps);
         println!(
             "sweep: {} {}:{}:{}: {alone:.2} ms/step alone, {together:.2} ms/step with {} runs side by side: {:.0}% of {}× the single-run rate",
             c.cell.name(),
@@ -653,9 +661,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.threads
         );
     }
-    if args.classifier != "none" {
-        crate::seq::bench::report(&args.classifier, args.threads, args.warmup, args.steps)
-            .map_err(crate::commands::usage)?;
+    if let Some(file) = &classifier {
+        let name = &args.classifier;
+        crate::seq::bench::report(name, file, args.threads, args.warmup, args.steps);
     }
     if let Some(m) = &memory {
         println!(
@@ -678,8 +686,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// Writes the rows; the first seven column names are those of torch_ref.py's output.
 pub fn write_csv(path: &std::path::Path, rows: &[BenchRow]) -> Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "framework",
         "model",
@@ -713,8 +720,8 @@ pub fn write_csv(path: &std::path::Path, rows: &[BenchRow]) -> Result<()> {
             fmt_opt(r.speedup(), |v| format!("{v:.3}")),
         ])?;
     }
-    w.flush()?;
-    Ok(())
+    let bytes = w.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
+    crate::fsutil::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -11,17 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically (temporary file + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".rnnlab-tmp-")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "cannot write {}: folder {} is not writable",
-                path.display(),
-                dir.display()
-            )
-        })?;
+    let mut tmp = temp_beside(path)?;
     // Temporary files are created private (0600); results are ordinary files (0644).
     #[cfg(unix)]
     {
@@ -35,6 +25,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(())
+}
+
+/// Fails now, with the error [`write_atomic`] would give later, if `path` cannot be written:
+/// for commands that measure for minutes before they write their one file. Leaves nothing
+/// behind.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("cannot write {}: it is a folder", path.display());
+    }
+    temp_beside(path).map(drop)
+}
+
+/// A temporary file in the folder of `path` (removed when dropped).
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "cannot write {}: there is no folder {}",
+            path.display(),
+            dir.display()
+        );
+    }
+    tempfile::Builder::new()
+        .prefix(".rnnlab-tmp-")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "cannot write {}: folder {} is not writable",
+                path.display(),
+                dir.display()
+            )
+        })
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -119,5 +141,18 @@ mod tests {
         drop(staged);
         assert!(!target.join("b.csv").exists());
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    /// The up-front check fails for a missing folder and for a folder given as the file, and
+    /// passes for a writable place without leaving anything there.
+    #[test]
+    fn check_writable_fails_early_and_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let e = check_writable(&root.path().join("no/such/dir/x.csv")).unwrap_err();
+        assert!(e.to_string().contains("there is no folder"), "{e}");
+        let e = check_writable(root.path()).unwrap_err();
+        assert!(e.to_string().contains("it is a folder"), "{e}");
+        check_writable(&root.path().join("x.csv")).unwrap();
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
 }

@@ -132,6 +132,42 @@ fn unwritable_output_is_rejected_before_training() {
     );
 }
 
+/// `rnnlab bench` measures for minutes before it writes; a bad --sweep, --classifier or
+/// --csv is reported before the first measurement (nothing printed on stdout), naming the flag.
+#[test]
+fn bad_bench_options_are_rejected_before_measuring() {
+    let quick = [
+        "bench",
+        "--configs",
+        "rnn:4:2:3",
+        "--steps",
+        "1",
+        "--no-peak",
+        "--no-memory",
+    ];
+    for (extra, expect) in [
+        (["--sweep", "rnn:4"], "--sweep `rnn:4` is invalid"),
+        (
+            ["--classifier", "no-such-preset"],
+            "--classifier: unknown preset",
+        ),
+        (
+            ["--csv", "no/such/folder/b.csv"],
+            "--csv: cannot write no/such/folder/b.csv",
+        ),
+    ] {
+        let args: Vec<&str> = quick.iter().chain(&extra).copied().collect();
+        assert_usage_error(&args, expect);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = rnnlab(&args, tmp.path());
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} measured first:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn checkpoints_round_trip_and_bad_checkpoints_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();

@@ -61,18 +61,30 @@ pub fn step_ms(
     times[times.len() / 2]
 }
 
-/// Loads `preset`, times it at B = 32, T = 100 and prints one line against Keras' figure.
-pub fn report(preset: &str, threads: usize, warmup: usize, steps: usize) -> Result<f64> {
+/// Loads `preset` (a name or a path, as `fit --preset` takes it), so that a bad one fails
+/// before anything is timed.
+pub fn load(preset: &str) -> Result<ClassifierFile> {
     let (origin, text) = config::find_preset(preset)?;
-    let file = config::load(&text, &origin, false, &[], &mut |_| {})?;
-    let ms = step_ms(&file, 32, 100, threads, warmup, steps);
+    config::load(&text, &origin, false, &[], &mut |_| {})
+}
+
+/// Times the loaded preset `name` at B = 32, T = 100 and prints one line against Keras'
+/// figure; returns the ms per step.
+pub fn report(
+    name: &str,
+    file: &ClassifierFile,
+    threads: usize,
+    warmup: usize,
+    steps: usize,
+) -> f64 {
+    let ms = step_ms(file, 32, 100, threads, warmup, steps);
     println!(
-        "classifier {preset} ({}): B 32, T 100: {ms:.1} ms/step, {:.0} seq/s; Keras 3 / TF 2.21: {KERAS_MS:.0} ms/step, {:.1}× faster",
+        "classifier {name} ({}): B 32, T 100: {ms:.1} ms/step, {:.0} seq/s; Keras 3 / TF 2.21: {KERAS_MS:.0} ms/step, {:.1}× faster",
         file.synthetic_model().describe(),
         32.0 / (ms / 1e3),
         KERAS_MS / ms
     );
-    Ok(ms)
+    ms
 }
 
 #[cfg(test)]
