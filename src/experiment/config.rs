@@ -319,11 +319,17 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
             cur.insert(last.to_string(), value);
             Ok(())
         }
-        Some(old) => bail!(
-            "`{key}` is a {}, not a {}",
-            old.type_str(),
-            value.type_str()
-        ),
+        Some(old) => {
+            let a = |t: &str| match t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                true => format!("an {t}"),
+                false => format!("a {t}"),
+            };
+            bail!(
+                "`{key}` is {}, not {}",
+                a(old.type_str()),
+                a(value.type_str())
+            )
+        }
         None => bail!("unknown key `{key}`"),
     }
 }
@@ -555,7 +561,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            format!("{err:#}").contains("is a integer, not a string"),
+            format!("{err:#}").contains("is an integer, not a string"),
             "{err:#}"
         );
     }
