@@ -320,9 +320,13 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
             Ok(())
         }
         Some(old) => {
-            let a = |t: &str| match t.starts_with(['a', 'e', 'i', 'o', 'u']) {
-                true => format!("an {t}"),
-                false => format!("a {t}"),
+            let a = |t: &str| {
+                let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!("{article} {t}")
             };
             bail!(
                 "`{key}` is {}, not {}",
