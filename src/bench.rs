@@ -250,19 +250,24 @@ fn median_ms(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..warmup {
         f();
     }
-    let mut times: Vec<f64> = (0..steps.max(1))
+    let times: Vec<f64> = (0..steps.max(1))
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    let n = times.len();
+    median(times)
+}
+
+/// The median of a non-empty list (the mean of the middle two for an even length).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
     if n % 2 == 1 {
-        times[n / 2]
+        v[n / 2]
     } else {
-        (times[n / 2 - 1] + times[n / 2]) / 2.0
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -371,27 +376,60 @@ pub fn step_peak_gflops(c: &BenchConfig, threads: usize) -> f64 {
     1.0 / ((2.0 / 3.0) / recurrent + (1.0 / 3.0) / wgrad)
 }
 
+/// Back-to-back pairs [`sweep_efficiency`] measures.
+pub const SWEEP_PAIRS: usize = 5;
+
+/// What [`sweep_efficiency`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Sweep {
+    /// Median ms per step of one run alone.
+    pub alone_ms: f64,
+    /// Median ms per step of the runs side by side (mean over the runs).
+    pub together_ms: f64,
+    /// Median over the pairs of side-by-side throughput / (threads × alone).
+    pub efficiency: f64,
+    /// The lowest and highest efficiency of a pair.
+    pub range: (f64, f64),
+}
+
 /// How well independent runs share the machine: `threads` single-threaded training loops of
-/// `config` side by side (as a sweep runs them), against one alone. Returns (ms per step
-/// alone, ms per step side by side, efficiency = side-by-side throughput / (threads × alone)).
+/// `config` side by side (as a sweep runs them), against one alone. The host's speed drifts
+/// within seconds, so the two are measured in [`SWEEP_PAIRS`] back-to-back pairs (one alone,
+/// then the runs side by side), each pair giving its own efficiency.
 pub fn sweep_efficiency(
     config: &BenchConfig,
     threads: usize,
     warmup: usize,
     steps: usize,
-) -> (f64, f64, f64) {
-    let alone = measure(config, 1, warmup, steps).ms_per_step;
-    let together = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| s.spawn(|| measure(config, 1, warmup, steps).ms_per_step))
-            .collect();
-        let ms: Vec<f64> = handles
-            .into_iter()
-            .map(|h| h.join().expect("sweep thread"))
-            .collect();
-        ms.iter().sum::<f64>() / ms.len() as f64
-    });
-    (alone, together, alone / together)
+) -> Sweep {
+    let (mut alone, mut together, mut efficiency) = (vec![], vec![], vec![]);
+    for _ in 0..SWEEP_PAIRS {
+        let a = measure(config, 1, warmup, steps).ms_per_step;
+        let t = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads.max(1))
+                .map(|_| s.spawn(|| measure(config, 1, warmup, steps).ms_per_step))
+                .collect();
+            let ms: Vec<f64> = handles
+                .into_iter()
+                .map(|h| h.join().expect("sweep thread"))
+                .collect();
+            ms.iter().sum::<f64>() / ms.len() as f64
+        });
+        alone.push(a);
+        together.push(t);
+        efficiency.push(a / t);
+    }
+    let range = efficiency
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &e| {
+            (lo.min(e), hi.max(e))
+        });
+    Sweep {
+        alone_ms: median(alone),
+        together_ms: median(together),
+        efficiency: median(efficiency),
+        range,
+    }
 }
 
 // ------------------------------------------------------------------------------ memory
@@ -649,16 +687,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         rows.push(row);
     }
     if let Some(c) = &sweep {
-        let (alone, together, eff) = sweep_efficiency(c, args.threads, args.warmup, args.steps);
+        let w = sweep_efficiency(c, args.threads, args.warmup, args.steps);
         println!(
-            "sweep: {} {}:{}:{}: {alone:.2} ms/step alone, {together:.2} ms/step with {} runs side by side: {:.0}% of {}× the single-run rate",
+            "sweep: {} {}:{}:{}: {:.0}% of {}× the single-run rate ({} back-to-back pairs of one run alone and {} side by side: {:.0}–{:.0}%; medians {:.2} and {:.2} ms/step)",
             c.cell.name(),
             c.hidden,
             c.batch,
             c.seq_len,
+            100.0 * w.efficiency,
             args.threads,
-            100.0 * eff,
-            args.threads
+            SWEEP_PAIRS,
+            args.threads,
+            100.0 * w.range.0,
+            100.0 * w.range.1,
+            w.alone_ms,
+            w.together_ms,
         );
     }
     if let Some(file) = &classifier {
@@ -750,6 +793,13 @@ mod tests {
             .to_string();
         assert!(e.contains("BATCH `0`"), "{e}");
         assert!(BenchConfig::parse("lstm:128:64").is_err());
+    }
+
+    #[test]
+    fn median_of_odd_and_even_lists() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![7.0]), 7.0);
     }
 
     /// The formula of the docs, by hand for the README's example: LSTM H=128, B=64, T=100
