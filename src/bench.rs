@@ -72,7 +72,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_memory: bool,
     /// Also measure a sweep: --threads single-threaded runs of this configuration side by side
-    /// against one alone (MODEL:HIDDEN:BATCH:SEQ_LEN; "none" to skip)
+    /// against one alone, in five back-to-back pairs (MODEL:HIDDEN:BATCH:SEQ_LEN; "none" to
+    /// skip)
     #[arg(long, default_value = "lstm:64:64:100")]
     pub sweep: String,
     /// Classifier preset timed at batch 32, length 100 against Keras' 334 ms/step (the seed
