@@ -446,10 +446,6 @@ pub fn experiment(args: &ExperimentArgs) -> Result<()> {
         return Ok(());
     }
     let (cfg, source) = crate::experiment::load(name, &opts).map_err(usage)?;
-    println!(
-        "effective configuration (saved as config.toml):\n{}",
-        toml::to_string(&cfg)?.trim_end()
-    );
     crate::experiment::execute(name, &cfg, &source, &opts)?;
     Ok(())
 }

@@ -86,7 +86,13 @@ impl StagedDir {
         let tmp = tempfile::Builder::new()
             .prefix(".rnnlab-tmp-")
             .tempdir_in(parent)
-            .with_context(|| format!("cannot write into {}: not writable", parent.display()))?;
+            .map_err(|e| {
+                // (tempfile's text ends in " at path" and the temporary folder, which never
+                // came to exist: not worth showing)
+                let text = e.to_string();
+                let reason = text.split(" at path ").next().unwrap_or(&text).to_string();
+                anyhow::anyhow!("cannot write into {}: {reason}", parent.display())
+            })?;
         Ok(StagedDir {
             tmp: Some(tmp),
             target: target.to_path_buf(),

@@ -132,6 +132,23 @@ fn unwritable_output_is_rejected_before_training() {
     );
 }
 
+/// An experiment whose output folder cannot be written stops before it prints or runs
+/// anything, with the usage exit code like every other command.
+#[test]
+fn experiments_with_an_unwritable_out_are_rejected_before_running() {
+    for name in ["vanishing", "exploding", "seed-classifier"] {
+        let args = ["experiment", name, "--quick", "--out", "/proc/rnnlab-out"];
+        assert_usage_error(&args, "cannot write into /proc");
+        let tmp = tempfile::tempdir().unwrap();
+        let out = rnnlab(&args, tmp.path());
+        assert!(
+            out.stdout.is_empty(),
+            "{name} printed first:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 /// `rnnlab bench` measures for minutes before it writes; a bad --sweep, --classifier or
 /// --csv is reported before the first measurement (nothing printed on stdout), naming the flag.
 #[test]

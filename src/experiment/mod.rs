@@ -71,7 +71,8 @@ pub fn load(name: &str, opts: &Options) -> Result<(ExperimentConfig, config::Sou
     Ok((cfg, source))
 }
 
-/// Runs a loaded experiment; returns the output folder.
+/// Runs a loaded experiment, printing its effective configuration once the output folder is
+/// known to be writable; returns the output folder.
 pub fn execute(
     name: &str,
     cfg: &ExperimentConfig,
@@ -80,8 +81,12 @@ pub fn execute(
 ) -> Result<PathBuf> {
     let jobs = opts.jobs()?;
     let out = opts.out_dir(name);
-    let staged = StagedDir::new(&out)?;
+    let staged = StagedDir::new(&out).map_err(crate::commands::usage)?;
     let effective = toml::to_string(cfg)?;
+    println!(
+        "effective configuration (saved as config.toml):\n{}",
+        effective.trim_end()
+    );
     std::fs::write(staged.path().join("config.toml"), &effective)?;
 
     println!(

@@ -296,7 +296,7 @@ pub fn execute(name: &str, origin: &str, file: ClassifierFile, opts: &Options) -
     let e = file.experiment.clone().expect("checked by load");
     let jobs = opts.jobs()?;
     let out = opts.out_dir(name);
-    let staged = StagedDir::new(&out)?;
+    let staged = StagedDir::new(&out).map_err(crate::commands::usage)?;
     std::fs::write(staged.path().join("config.toml"), toml::to_string(&file)?)?;
 
     let runs: Vec<(CellKind, u64)> = e
