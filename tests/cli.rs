@@ -5,7 +5,8 @@ mod common;
 use common::rnnlab;
 
 /// Asserts a usage error: exit 2, exactly one stderr line containing `expect`, nothing written.
-fn assert_usage_error(args: &[&str], expect: &str) {
+/// Returns what the command printed on stdout.
+fn assert_usage_error(args: &[&str], expect: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let out = rnnlab(args, tmp.path());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -22,6 +23,14 @@ fn assert_usage_error(args: &[&str], expect: &str) {
         0,
         "{args:?} left files behind"
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`assert_usage_error`] for a command that would work for minutes before it writes: it
+/// must stop before doing anything, printing nothing on stdout either.
+fn assert_rejected_up_front(args: &[&str], expect: &str) {
+    let stdout = assert_usage_error(args, expect);
+    assert!(stdout.is_empty(), "{args:?} started first:\n{stdout}");
 }
 
 const ADDING_LSTM: [&str; 5] = ["train", "--task", "adding", "--model", "lstm"];
@@ -138,14 +147,7 @@ fn unwritable_output_is_rejected_before_training() {
 fn experiments_with_an_unwritable_out_are_rejected_before_running() {
     for name in ["vanishing", "exploding", "seed-classifier"] {
         let args = ["experiment", name, "--quick", "--out", "/proc/rnnlab-out"];
-        assert_usage_error(&args, "cannot write into /proc");
-        let tmp = tempfile::tempdir().unwrap();
-        let out = rnnlab(&args, tmp.path());
-        assert!(
-            out.stdout.is_empty(),
-            "{name} printed first:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert_rejected_up_front(&args, "cannot write into /proc");
     }
 }
 
@@ -174,14 +176,7 @@ fn bad_bench_options_are_rejected_before_measuring() {
         ),
     ] {
         let args: Vec<&str> = quick.iter().chain(&extra).copied().collect();
-        assert_usage_error(&args, expect);
-        let tmp = tempfile::tempdir().unwrap();
-        let out = rnnlab(&args, tmp.path());
-        assert!(
-            out.stdout.is_empty(),
-            "{args:?} measured first:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert_rejected_up_front(&args, expect);
     }
 }
 
