@@ -294,28 +294,21 @@ pub(crate) fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    use std::sync::Mutex;
-    enum Job<A, B> {
-        A(A),
-        B(B),
+    // each job with the slot it fills: the two slots are separate borrows, so no lock
+    enum Job<'s, FA, A, FB, B> {
+        A(FA, &'s mut Option<A>),
+        B(FB, &'s mut Option<B>),
     }
-    let (out_a, out_b) = (Mutex::new(None), Mutex::new(None));
-    run_parallel(vec![Job::A(a), Job::B(b)], |job| match job {
-        Job::A(a) => {
-            let out = a(); // (no lock held while a job runs)
-            *out_a.lock().expect("no job panicked") = Some(out);
-        }
-        Job::B(b) => {
-            let out = b();
-            *out_b.lock().expect("no job panicked") = Some(out);
-        }
-    });
-    let ran = "run_parallel returns when every item has run";
-    let (a, b) = (
-        out_a.into_inner().expect(ran),
-        out_b.into_inner().expect(ran),
+    let (mut out_a, mut out_b) = (None, None);
+    run_parallel(
+        vec![Job::A(a, &mut out_a), Job::B(b, &mut out_b)],
+        |job| match job {
+            Job::A(a, out) => *out = Some(a()),
+            Job::B(b, out) => *out = Some(b()),
+        },
     );
-    (a.expect(ran), b.expect(ran))
+    let ran = "run_parallel returns when every item has run";
+    (out_a.expect(ran), out_b.expect(ran))
 }
 
 /// Runs `job` once per item, the items shared out among as many threads (the caller's and its
