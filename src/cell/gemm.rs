@@ -417,7 +417,8 @@ pub fn mat_mul_packed_affine<F: Real>(
         a.dim(),
         c.dim()
     );
-    if m == 0 || n == 0 {
+    // (k > 0 here: nothing to fill when m or n is 0)
+    if empty_product((m, n, k), true, c) {
         return;
     }
     let init = Init::Affine {
