@@ -339,11 +339,19 @@ pub(crate) fn input_projection<F: Real>(
 ) {
     match small_input(x, w_ih_t, bias) {
         Some(affine) => affine.write_to(a),
-        None => {
-            a.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
-            gemm::mat_mul(&x, &w_ih_t.view(), true, a);
-        }
+        None => projection_product(x, w_ih_t, bias, a),
     }
+}
+
+/// [`input_projection`] for many inputs: the bias, then a product accumulated onto it.
+fn projection_product<F: Real>(
+    x: ndarray::ArrayView2<F>,
+    w_ih_t: &Array2<F>,
+    bias: &ndarray::Array1<F>,
+    a: &mut ndarray::ArrayViewMut2<F>,
+) {
+    a.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
+    gemm::mat_mul(&x, &w_ih_t.view(), true, a);
 }
 
 /// a = (x_t W_ihᵀ + (b_ih + b_hh)) + h_{t−1} W_hhᵀ for one step's block of rows: `h_prev`
@@ -362,7 +370,7 @@ pub(crate) fn preactivation<F: Real>(
     match small_input(x, w_ih_t, bias) {
         Some(affine) => gemm::mat_mul_packed_affine(&affine, &h_prev, w_hh_t, a),
         None => {
-            input_projection(x, w_ih_t, bias, a);
+            projection_product(x, w_ih_t, bias, a);
             gemm::mat_mul_packed(&h_prev, w_hh_t, true, a);
         }
     }
