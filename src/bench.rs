@@ -796,6 +796,20 @@ mod tests {
         assert!(BenchConfig::parse("lstm:128:64").is_err());
     }
 
+    /// The sweep's figure is the median pair's, inside the range of the pairs, and every
+    /// figure is a real, positive time or ratio (timings themselves are not asserted).
+    #[test]
+    fn sweep_reports_the_median_pair_within_its_range() {
+        let c = BenchConfig::parse("rnn:4:2:3").unwrap();
+        let w = sweep_efficiency(&c, 2, 1, 3);
+        assert!(w.alone_ms > 0.0 && w.together_ms > 0.0, "{w:?}");
+        assert!(w.range.0 > 0.0 && w.range.1.is_finite(), "{w:?}");
+        assert!(
+            w.range.0 <= w.efficiency && w.efficiency <= w.range.1,
+            "{w:?}"
+        );
+    }
+
     #[test]
     fn median_of_odd_and_even_lists() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
