@@ -247,7 +247,7 @@ impl StepBench {
 }
 
 /// Median wall time in ms of `steps` calls of `f` after `warmup` untimed ones.
-fn median_ms(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
+pub(crate) fn median_ms(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..warmup {
         f();
     }

@@ -14,13 +14,12 @@ use anyhow::Result;
 use ndarray::{Array1, Array2};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::time::Instant;
 
 /// Keras 3 / TensorFlow 2.21's time per step of the preset at B = 32, T = 100 (ms).
 pub const KERAS_MS: f64 = 334.0;
 
 /// Median ms per training step of `file`'s model at batch `b`, length `t`, over `steps` steps
-/// after `warmup` untimed ones.
+/// after `warmup` untimed ones (timed as `rnnlab bench` times the recurrent models).
 pub fn step_ms(
     file: &ClassifierFile,
     b: usize,
@@ -38,7 +37,7 @@ pub fn step_ms(
     let labels = Array1::from_shape_simple_fn(b, || rng.random_range(0..classes as i64));
     let mut opt = Optimizer::new(file.fit.optimizer().expect("validated"), file.fit.lr);
     let mut dropout = ChaCha8Rng::seed_from_u64(1);
-    let mut step = || {
+    let step = || {
         let (_, _, grads) =
             model.loss_and_grad(ids.view(), labels.view(), Some(&mut dropout), threads);
         let mut g = grads.weights;
@@ -47,18 +46,7 @@ pub fn step_ms(
         let mut pairs: Vec<_> = model.weights.tensors_mut().into_iter().zip(gv).collect();
         opt.update(&mut pairs);
     };
-    for _ in 0..warmup {
-        step();
-    }
-    let mut times: Vec<f64> = (0..steps.max(1))
-        .map(|_| {
-            let t0 = Instant::now();
-            step();
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    crate::bench::median_ms(warmup, steps, step)
 }
 
 /// Loads `preset` (a name or a path, as `fit --preset` takes it), so that a bad one fails
