@@ -68,10 +68,13 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// An output folder under construction: files go into a hidden temporary sibling of the
 /// final folder, and [`StagedDir::commit`] moves it into place (replacing an older result
-/// only then). Dropped without commit, the temporary folder is deleted.
+/// only then). Dropped without commit, the temporary folder is deleted, and so are the
+/// parent folders it had to create (if they are still empty).
 pub struct StagedDir {
     tmp: Option<tempfile::TempDir>,
     target: PathBuf,
+    /// The parent folders `new` created, innermost first.
+    created: Vec<PathBuf>,
 }
 
 impl StagedDir {
@@ -81,6 +84,11 @@ impl StagedDir {
             anyhow::bail!("--out {} is a file, not a folder", target.display());
         }
         let parent = parent_dir(target);
+        let created: Vec<PathBuf> = parent
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create output folder {}", parent.display()))?;
         let tmp = tempfile::Builder::new()
@@ -96,6 +104,7 @@ impl StagedDir {
         Ok(StagedDir {
             tmp: Some(tmp),
             target: target.to_path_buf(),
+            created,
         })
     }
 
@@ -127,6 +136,19 @@ impl StagedDir {
     }
 }
 
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            drop(tmp); // deletes the temporary folder
+            for dir in &self.created {
+                if std::fs::remove_dir(dir).is_err() {
+                    break; // not empty (something else wrote there) or gone: keep the rest
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +169,25 @@ mod tests {
         drop(staged);
         assert!(!target.join("b.csv").exists());
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    /// An abandoned run removes the parent folders it created, but no folder that existed
+    /// before or that something else has written into.
+    #[test]
+    fn abandoned_staged_dir_removes_the_parents_it_created() {
+        let root = tempfile::tempdir().unwrap();
+        drop(StagedDir::new(&root.path().join("a/b/out")).unwrap());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+
+        let staged = StagedDir::new(&root.path().join("a/b/out")).unwrap();
+        std::fs::write(root.path().join("a/note.txt"), "kept").unwrap();
+        drop(staged);
+        assert!(!root.path().join("a/b").exists());
+        assert!(root.path().join("a/note.txt").exists());
+
+        let staged = StagedDir::new(&root.path().join("a/c/out")).unwrap();
+        staged.commit().unwrap();
+        assert!(root.path().join("a/c/out").is_dir());
     }
 
     /// The up-front check fails for a missing folder and for a folder given as the file, and

@@ -151,6 +151,14 @@ fn experiments_with_an_unwritable_out_are_rejected_before_running() {
     }
 }
 
+/// `rnnlab fit` checks its output folder before it reads the data (which may be a large
+/// CSV): here the data is missing too, and the folder is what it reports.
+#[test]
+fn fit_with_an_unwritable_out_is_rejected_before_reading_data() {
+    let args = ["fit", "--data", "missing.csv", "--out", "/proc/rnnlab-out"];
+    assert_rejected_up_front(&args, "cannot write into /proc");
+}
+
 /// `rnnlab bench` measures for minutes before it writes; a bad --sweep, --classifier or
 /// --csv is reported before the first measurement (nothing printed on stdout), naming the flag.
 #[test]

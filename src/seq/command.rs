@@ -113,10 +113,6 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     let (origin, file) = load_file(args).map_err(usage)?;
     use crate::experiment::run::{available_cores, thread_count};
     let threads = thread_count("--threads", args.threads, available_cores).map_err(usage)?;
-    let data = load_data(args, &file).map_err(usage)?;
-    // the model sized for the data: embedding rows = the data's vocabulary, dense = its classes
-    let spec = file.model.with_sizes(data.train.vocab, data.train.classes);
-    spec.validate().map_err(usage)?;
     let data_name = if args.data == "synthetic" {
         "synthetic".to_string()
     } else {
@@ -128,9 +124,17 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         .file_stem()
         .map_or(args.preset.clone(), |s| s.to_string_lossy().into_owned());
     let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("plots/fit/{preset_name}-{}-{data_name}", spec.cell))
+        PathBuf::from(format!(
+            "plots/fit/{preset_name}-{}-{data_name}",
+            file.model.cell
+        ))
     });
+    // (before the data, which may be a large CSV: an unwritable --out fails at once)
     let staged = StagedDir::new(&out).map_err(usage)?;
+    let data = load_data(args, &file).map_err(usage)?;
+    // the model sized for the data: embedding rows = the data's vocabulary, dense = its classes
+    let spec = file.model.with_sizes(data.train.vocab, data.train.classes);
+    spec.validate().map_err(usage)?;
 
     let model = Classifier::<f32>::new(spec.clone(), file.fit.seed);
     let cfg = file.fit.config(file.fit.seed, threads)?;
