@@ -11,7 +11,7 @@
 //! peak memory from an empty pool, so the figure includes these buffers.
 //!
 //! Fresh buffers ask Linux for transparent huge pages (2 MiB) over the part of them that
-//! spans whole huge pages ([`huge_page_span`]). The caches are tens of MiB, more 4 KiB
+//! spans whole huge pages (`huge_page_span`). The caches are tens of MiB, more 4 KiB
 //! pages than the TLB holds (at LSTM H = 256 each row of the gate cache is a page of its
 //! own); with huge pages an LSTM H = 256 step took 1–5% less time (BENCHMARKS.md). Only a
 //! hint: where the kernel has huge pages off (or on another OS), nothing changes.
