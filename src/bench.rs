@@ -5,8 +5,10 @@
 //! last output, backward (probes included, ∂L/∂x not), global-norm clipping (max 1) and an
 //! Adam update (lr 1e-3) — the step `shared/reference/torch_ref.py` times in PyTorch, on the
 //! same adding-task inputs (I = 2, O = 1), one fixed batch sampled once. Reported per
-//! configuration: the median wall time over `--steps` steps after `--warmup` steps, sequences
-//! per second, and the achieved GFLOP/s with the count of [`step_flops`].
+//! configuration: the median wall time over `--steps` steps after `--warmup` steps, its spread
+//! (the interquartile range over the median: how much the shared host's speed moved during
+//! the measurement), sequences per second, and the achieved GFLOP/s with the count of
+//! [`step_flops`].
 //!
 //! The peak: the same products the step consists of, timed alone at the same shapes — the
 //! per-step recurrent product (B, H)·(H, G·H) and the weight-gradient product
@@ -176,6 +178,8 @@ pub struct BenchRow {
     pub threads: usize,
     /// Median ms per training step.
     pub ms_per_step: f64,
+    /// The first and third quartiles of the step times (ms): how much the host moved.
+    pub ms_quartiles: (f64, f64),
     pub seq_per_s: f64,
     /// Achieved GFLOP/s ([`step_flops`] / median time).
     pub gflops: f64,
@@ -189,6 +193,11 @@ impl BenchRow {
     /// Share of the products' peak reached by the whole step (0–1).
     pub fn peak_fraction(&self) -> Option<f64> {
         self.peak_gflops.map(|p| self.gflops / p)
+    }
+
+    /// The interquartile range of the step times over their median (0 when steady).
+    pub fn spread(&self) -> f64 {
+        (self.ms_quartiles.1 - self.ms_quartiles.0) / self.ms_per_step
     }
 
     /// PyTorch's time over ours.
@@ -247,42 +256,54 @@ impl StepBench {
 }
 
 /// Median wall time in ms of `steps` calls of `f` after `warmup` untimed ones.
-pub(crate) fn median_ms(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
+pub(crate) fn median_ms(warmup: usize, steps: usize, f: impl FnMut()) -> f64 {
+    quantile(&step_times(warmup, steps, f), 0.5)
+}
+
+/// Wall times in ms of `steps` calls of `f` (at least one) after `warmup` untimed ones,
+/// sorted.
+fn step_times(warmup: usize, steps: usize, mut f: impl FnMut()) -> Vec<f64> {
     for _ in 0..warmup {
         f();
     }
-    let times: Vec<f64> = (0..steps.max(1))
+    let mut times: Vec<f64> = (0..steps.max(1))
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    median(times)
+    times.sort_by(f64::total_cmp);
+    times
 }
 
-/// The median of a non-empty list (the mean of the middle two for an even length).
+/// The `p`-quantile (0 ≤ p ≤ 1) of a sorted, non-empty list, interpolated linearly between
+/// neighbours: p = 0.5 is the median (the mean of the middle two for an even length).
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let h = p * (sorted.len() - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// The median of a non-empty list.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    quantile(&v, 0.5)
 }
 
 /// Times training steps of one configuration.
 pub fn measure(config: &BenchConfig, threads: usize, warmup: usize, steps: usize) -> BenchRow {
     let _flush = crate::fpu::FlushSubnormals::new(); // as in training
     let mut bench = StepBench::new(config, threads);
-    let ms = median_ms(warmup, steps, || {
+    let times = step_times(warmup, steps, || {
         bench.step();
     });
+    let ms = quantile(&times, 0.5);
     BenchRow {
         config: *config,
         threads,
         ms_per_step: ms,
+        ms_quartiles: (quantile(&times, 0.25), quantile(&times, 0.75)),
         seq_per_s: config.batch as f64 / (ms / 1e3),
         gflops: step_flops(config) / (ms / 1e3) / 1e9,
         peak_gflops: None,
@@ -628,7 +649,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map_err(|e| crate::commands::usage(e.context("--csv")))?;
     }
     println!(
-        "rnnlab bench: {} threads, median of {} steps after {} warm-up; CPU: AVX-512 kernels {}",
+        "rnnlab bench: {} threads, median of {} steps after {} warm-up (spread: their interquartile range over the median; large when the host was busy); CPU: AVX-512 kernels {}",
         args.threads,
         args.steps,
         args.warmup,
@@ -652,12 +673,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let mut rows = Vec::new();
     println!(
-        "{:<5} {:>4} {:>4} {:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "{:<5} {:>4} {:>4} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>7} {:>9} {:>8}",
         "model",
         "H",
         "B",
         "T",
         "ms/step",
+        "spread",
         "seq/s",
         "GFLOP/s",
         "peak",
@@ -672,12 +694,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         row.torch_ms = torch.iter().find(|(tc, _)| tc == c).map(|(_, ms)| *ms);
         println!(
-            "{:<5} {:>4} {:>4} {:>5} {:>9.2} {:>9.0} {:>8.1} {:>8} {:>7} {:>9} {:>8}",
+            "{:<5} {:>4} {:>4} {:>5} {:>9.2} {:>7} {:>9.0} {:>8.1} {:>8} {:>7} {:>9} {:>8}",
             c.cell.name(),
             c.hidden,
             c.batch,
             c.seq_len,
             row.ms_per_step,
+            format!("{:.0}%", 100.0 * row.spread()),
             row.seq_per_s,
             row.gflops,
             fmt_opt(row.peak_gflops, |v| format!("{v:.0}")),
@@ -745,6 +768,8 @@ pub fn write_csv(path: &std::path::Path, rows: &[BenchRow]) -> Result<()> {
         "pct_of_peak",
         "torch_ms_per_step",
         "speedup_vs_torch",
+        "ms_q1",
+        "ms_q3",
     ])?;
     for r in rows {
         let c = &r.config;
@@ -762,6 +787,8 @@ pub fn write_csv(path: &std::path::Path, rows: &[BenchRow]) -> Result<()> {
             fmt_opt(r.peak_fraction(), |v| format!("{:.1}", 100.0 * v)),
             fmt_opt(r.torch_ms, |v| format!("{v:.3}")),
             fmt_opt(r.speedup(), |v| format!("{v:.3}")),
+            format!("{:.3}", r.ms_quartiles.0),
+            format!("{:.3}", r.ms_quartiles.1),
         ])?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
@@ -810,11 +837,45 @@ mod tests {
         );
     }
 
+    /// A measured row has its median between its quartiles, and the CSV written from it
+    /// carries them and reads back through `--compare` (the shared columns come first).
+    #[test]
+    fn rows_carry_quartiles_and_the_csv_reads_back() {
+        let c = BenchConfig::parse("lstm:4:2:3").unwrap();
+        let row = measure(&c, 1, 1, 5);
+        let (q1, q3) = row.ms_quartiles;
+        assert!(
+            0.0 < q1 && q1 <= row.ms_per_step && row.ms_per_step <= q3,
+            "{q1} {q3}"
+        );
+        assert!(row.spread() >= 0.0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.csv");
+        let ms = row.ms_per_step;
+        write_csv(&path, &[row]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("framework,model,hidden,batch,seq_len,ms_per_step,"));
+        assert!(
+            text.lines().next().unwrap().ends_with(",ms_q1,ms_q3"),
+            "{text}"
+        );
+        let back = read_torch_csv(&path).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0, c);
+        assert!((back[0].1 - ms).abs() < 1e-3, "{} against {ms}", back[0].1); // 3 decimals
+    }
+
     #[test]
     fn median_of_odd_and_even_lists() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(vec![7.0]), 7.0);
+        // quartiles interpolate between neighbours: h = p·(n − 1)
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert_eq!((quantile(&v, 0.25), quantile(&v, 0.75)), (2.0, 4.0));
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!((quantile(&v, 0.25), quantile(&v, 0.75)), (1.75, 3.25));
+        assert_eq!((quantile(&v, 0.0), quantile(&v, 1.0)), (1.0, 4.0));
     }
 
     /// The formula of the docs, by hand for the README's example: LSTM H=128, B=64, T=100
