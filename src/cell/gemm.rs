@@ -68,8 +68,12 @@ pub struct PackedB<F>(Packing<F>);
 enum Packing<F> {
     /// B itself, for the general path (f64, or no AVX-512).
     Plain(Array2<F>),
-    /// ⌈n / NR⌉ panels of k rows of NR entries.
-    Panels { panels: Vec<F>, k: usize, n: usize },
+    /// ⌈n / NR⌉ panels of k rows of NR entries (from the pool: on a cache line).
+    Panels {
+        panels: ndarray::Array1<F>,
+        k: usize,
+        n: usize,
+    },
 }
 
 impl<F: Real> PackedB<F> {
@@ -82,9 +86,8 @@ impl<F: Real> PackedB<F> {
         let (k, n) = b.dim();
         // from the buffer pool (see [`Self::recycle`]); every entry but the padding is
         // written below
-        let mut panels = super::pool::take::<F, _, _>(n.div_ceil(NR) * k * NR)
-            .into_raw_vec_and_offset()
-            .0;
+        let mut panels = super::pool::take::<F, _, _>(n.div_ceil(NR) * k * NR);
+        let all = panels.as_slice_mut().expect("fresh array");
         // B is read in its memory order: a row of B (p) goes to row p of every panel, a column
         // of a transposed view (j) to column j % NR of panel j / NR.
         if k == 0 {
@@ -93,12 +96,12 @@ impl<F: Real> PackedB<F> {
             for (p, row) in b.rows().into_iter().enumerate() {
                 let row = row.to_slice().expect("unit stride");
                 for (jb, src) in row.chunks(NR).enumerate() {
-                    panels[(jb * k + p) * NR..][..src.len()].copy_from_slice(src);
+                    all[(jb * k + p) * NR..][..src.len()].copy_from_slice(src);
                 }
             }
         } else {
             for (j, col) in b.columns().into_iter().enumerate() {
-                let panel = &mut panels[(j / NR) * k * NR..][..k * NR];
+                let panel = &mut all[(j / NR) * k * NR..][..k * NR];
                 for (dst, &v) in panel[j % NR..].iter_mut().step_by(NR).zip(&col) {
                     *dst = v;
                 }
@@ -111,7 +114,7 @@ impl<F: Real> PackedB<F> {
     /// backward pass each pack a weight matrix every training step.
     pub fn recycle(self) {
         if let Packing::Panels { panels, .. } = self.0 {
-            super::pool::recycle(ndarray::Array1::from_vec(panels));
+            super::pool::recycle(panels);
         }
     }
 
@@ -314,7 +317,12 @@ pub fn mat_mul_packed<F: Real>(
 ) {
     match &b.0 {
         Packing::Plain(b) => product(a, Rhs::View(&b.view()), accumulate, c),
-        Packing::Panels { panels, k, n } => product(a, Rhs::Panels(panels, *k, *n), accumulate, c),
+        Packing::Panels { panels, k, n } => product(
+            a,
+            Rhs::Panels(panels.as_slice().expect("contiguous"), *k, *n),
+            accumulate,
+            c,
+        ),
     }
 }
 
@@ -592,6 +600,7 @@ pub fn has_avx512() -> bool {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{ALayout, BLayout, Init, KC, MR, NR, PACK_B_ENTRIES};
+    use crate::cell::pool::Aligned;
     use std::arch::x86_64::*;
 
     /// C (m, n) ← A·B + what `init` says. A as `a` says, B as `b` says,
@@ -616,11 +625,11 @@ mod avx512 {
             ALayout::Panels { ptr, m_pad, col0 } => (ptr, 0, 0, true, (m_pad, col0)),
         };
         let pack = !prepacked_a && a_ks != 1;
-        let mut panels = if pack {
-            vec![0.0f32; m.div_ceil(MR) * MR * KC.min(k)]
+        let mut panels = Aligned::<f32>::zeros(if pack {
+            m.div_ceil(MR) * MR * KC.min(k)
         } else {
-            Vec::new()
-        };
+            0
+        });
         // When B is larger than the L2 cache (the weight gradients' da, k = T·B rows: read
         // once, from memory) each kc block of B is likewise copied into NR-column panels,
         // panel[p][j] = B(p, j0 + j), so that the tiles stream it sequentially instead of
@@ -632,11 +641,7 @@ mod avx512 {
         };
         // (A piece of a product cut along k (A prepacked) is part of a large product.)
         let pack_b = !prepacked && (prepacked_a || k > KC && k * n >= PACK_B_ENTRIES);
-        let mut b_panels = if pack_b {
-            vec![0.0f32; n.div_ceil(NR) * NR * KC]
-        } else {
-            Vec::new()
-        };
+        let mut b_panels = Aligned::<f32>::zeros(if pack_b { n.div_ceil(NR) * NR * KC } else { 0 });
         let mut p0 = 0;
         while p0 < k {
             let kc = KC.min(k - p0);
@@ -980,7 +985,8 @@ mod tests {
     fn packed_b_padding_is_never_read() {
         let (m, k, n): (usize, usize, usize) = (9, 20, 45); // 45 = one full 32-column panel and 13 columns
         let panels = n.div_ceil(NR) * k * NR;
-        super::super::pool::recycle(ndarray::Array1::from_elem(panels, f32::NAN));
+        // (with room for the pool to start the array on a cache line)
+        super::super::pool::recycle(ndarray::Array1::from_elem(panels + 16, f32::NAN));
         let (a, b) = (filled(m, k, 0.3), filled(k, n, 0.7));
         let packed = PackedB::new(b.view());
         let mut want = Array2::zeros((m, n));

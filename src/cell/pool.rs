@@ -15,8 +15,15 @@
 //! pages than the TLB holds (at LSTM H = 256 each row of the gate cache is a page of its
 //! own); with huge pages an LSTM H = 256 step took 1–5% less time (BENCHMARKS.md). Only a
 //! hint: where the kernel has huge pages off (or on another OS), nothing changes.
+//!
+//! Every array starts on a cache line ([`ALIGN`] = 64 bytes), as does [`Aligned`], the
+//! kernel's scratch. The allocator only promises 16 bytes, and then every 64-byte vector
+//! load or store of a row (an AVX-512 register; the gate rows, the products' panels and
+//! tiles are all whole multiples of it) straddles two cache lines, which costs about a
+//! second access: aligned, steps took 2–9% less time (BENCHMARKS.md). Only the addresses
+//! change, never the arithmetic.
 
-use ndarray::{Array, Dimension, ShapeBuilder};
+use ndarray::{Array, Array1, Dimension, IntoDimension};
 use std::any::Any;
 use std::cell::RefCell;
 
@@ -28,8 +35,9 @@ thread_local! {
 }
 
 /// An all-zero array of `shape`, in a recycled buffer when one of this element type is large
-/// enough (the smallest such), else freshly allocated.
-pub fn zeros<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: ShapeBuilder<Dim = D>>(
+/// enough (the smallest such), else freshly allocated; it starts on an [`ALIGN`]-byte
+/// boundary.
+pub fn zeros<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: IntoDimension<Dim = D>>(
     shape: Sh,
 ) -> Array<F, D> {
     let mut a = take(shape);
@@ -40,13 +48,35 @@ pub fn zeros<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: ShapeBuild
     a
 }
 
+/// Where every buffer starts: a multiple of this many bytes (a cache line, and the width of
+/// an AVX-512 vector).
+pub const ALIGN: usize = 64;
+
+/// Elements of F that cover [`ALIGN`] bytes: the room a buffer needs beyond its length to
+/// start its array on the boundary.
+fn slack<F>() -> usize {
+    (ALIGN / std::mem::size_of::<F>().max(1)).max(1)
+}
+
+/// The first index of `buf` at an [`ALIGN`]-byte boundary (< [`slack`]).
+fn aligned_start<F>(buf: &[F]) -> usize {
+    let off = buf.as_ptr().align_offset(ALIGN);
+    assert!(
+        off < slack::<F>(),
+        "a buffer of this type cannot be aligned"
+    );
+    off
+}
+
 /// An array of `shape` whose entries are unspecified (zeros, or whatever a recycled buffer
-/// held): for arrays the caller writes completely before reading any entry.
-pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: ShapeBuilder<Dim = D>>(
+/// held): for arrays the caller writes completely before reading any entry. It starts on
+/// an [`ALIGN`]-byte boundary.
+pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: IntoDimension<Dim = D>>(
     shape: Sh,
 ) -> Array<F, D> {
-    let shape = shape.into_shape_with_order();
-    let len = shape.size();
+    let dim = shape.into_dimension();
+    let len = dim.size();
+    let need = len + slack::<F>();
     let mut buf: Vec<F> = FREE
         .with(|f| {
             let mut free = f.borrow_mut();
@@ -54,7 +84,7 @@ pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: ShapeBuilde
                 .iter()
                 .enumerate()
                 .filter_map(|(k, b)| b.downcast_ref::<Vec<F>>().map(|v| (k, v.capacity())))
-                .filter(|&(_, cap)| cap >= len)
+                .filter(|&(_, cap)| cap >= need)
                 .min_by_key(|&(_, cap)| cap)
                 .map(|(k, _)| k);
             best.map(|k| {
@@ -64,10 +94,53 @@ pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: ShapeBuilde
                     .expect("type checked")
             })
         })
-        .unwrap_or_else(|| fresh(len));
-    buf.truncate(len);
-    buf.resize(len, F::zero()); // only a fresh (or shorter) buffer is extended with zeros
-    Array::from_shape_vec(shape, buf).expect("length matches the shape")
+        .unwrap_or_else(|| fresh(need));
+    // (the allocation does not move, so its aligned start is known before it is filled)
+    let start = aligned_start(&buf);
+    buf.truncate(start + len);
+    buf.resize(start + len, F::zero()); // only a fresh (or shorter) buffer is extended with zeros
+    Array1::from_vec(buf)
+        .slice_move(ndarray::s![start..])
+        .into_shape_with_order(dim)
+        .expect("length matches the shape")
+}
+
+/// A zeroed scratch buffer of `len` elements that starts on an [`ALIGN`]-byte boundary
+/// (freshly allocated, not from the pool: the kernel's panels of a single product).
+pub struct Aligned<F> {
+    buf: Vec<F>,
+    /// buf[start..start + len] is the buffer
+    start: usize,
+    len: usize,
+}
+
+impl<F: Clone + num_traits::Zero> Aligned<F> {
+    pub fn zeros(len: usize) -> Self {
+        if len == 0 {
+            // (the per-step products ask for none: no allocation)
+            return Aligned {
+                buf: Vec::new(),
+                start: 0,
+                len,
+            };
+        }
+        let buf = vec![F::zero(); len + slack::<F>()];
+        let start = aligned_start(&buf);
+        Aligned { buf, start, len }
+    }
+}
+
+impl<F> std::ops::Deref for Aligned<F> {
+    type Target = [F];
+    fn deref(&self) -> &[F] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<F> std::ops::DerefMut for Aligned<F> {
+    fn deref_mut(&mut self) -> &mut [F] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
 }
 
 /// An empty buffer with room for `len` elements, its whole huge pages advised as such before
@@ -137,6 +210,32 @@ mod tests {
         let d = take::<f32, _, _>((2, 3)); // reused, contents unspecified but the right shape
         assert_eq!((d.as_ptr(), d.dim()), (ptr, (2, 3)));
         clear();
+    }
+
+    /// Arrays of f32 and f64, fresh or recycled, and the kernel's scratch all start on a
+    /// cache line and have the requested length.
+    #[test]
+    fn arrays_start_on_a_cache_line() {
+        fn check<F: Clone + num_traits::Zero + 'static>() {
+            clear();
+            for len in [1, 5, 16, 17, 1000, 4099] {
+                let a = take::<F, _, _>((len, 3));
+                assert_eq!(a.as_ptr() as usize % ALIGN, 0, "len {len}");
+                assert_eq!(a.len(), len * 3);
+                recycle(a);
+                let b = zeros::<F, _, _>(len + 1); // recycled when it fits
+                assert_eq!(b.as_ptr() as usize % ALIGN, 0, "len {len}");
+                assert!(b.iter().all(|v| v.is_zero()));
+                recycle(b);
+                let s = Aligned::<F>::zeros(len);
+                assert_eq!((s.as_ptr() as usize % ALIGN, s.len()), (0, len));
+            }
+            assert_eq!(take::<F, _, _>((0, 3)).len(), 0); // (an empty array has no address)
+            assert_eq!(Aligned::<F>::zeros(0).len(), 0);
+            clear();
+        }
+        check::<f32>();
+        check::<f64>();
     }
 
     #[test]
