@@ -600,7 +600,7 @@ pub fn has_avx512() -> bool {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{ALayout, BLayout, Init, KC, MR, NR, PACK_B_ENTRIES};
-    use crate::cell::pool::Aligned;
+    use crate::cell::pool::aligned_zeros;
     use std::arch::x86_64::*;
 
     /// C (m, n) ← A·B + what `init` says. A as `a` says, B as `b` says,
@@ -625,11 +625,13 @@ mod avx512 {
             ALayout::Panels { ptr, m_pad, col0 } => (ptr, 0, 0, true, (m_pad, col0)),
         };
         let pack = !prepacked_a && a_ks != 1;
-        let mut panels = Aligned::<f32>::zeros(if pack {
+        // (scratch on a cache line, as the tiles' vector loads want it; see `pool`)
+        let mut panels = aligned_zeros::<f32, _, _>(if pack {
             m.div_ceil(MR) * MR * KC.min(k)
         } else {
             0
         });
+        let panels = panels.as_slice_mut().expect("fresh array");
         // When B is larger than the L2 cache (the weight gradients' da, k = T·B rows: read
         // once, from memory) each kc block of B is likewise copied into NR-column panels,
         // panel[p][j] = B(p, j0 + j), so that the tiles stream it sequentially instead of
@@ -641,7 +643,9 @@ mod avx512 {
         };
         // (A piece of a product cut along k (A prepacked) is part of a large product.)
         let pack_b = !prepacked && (prepacked_a || k > KC && k * n >= PACK_B_ENTRIES);
-        let mut b_panels = Aligned::<f32>::zeros(if pack_b { n.div_ceil(NR) * NR * KC } else { 0 });
+        let mut b_panels =
+            aligned_zeros::<f32, _, _>(if pack_b { n.div_ceil(NR) * NR * KC } else { 0 });
+        let b_panels = b_panels.as_slice_mut().expect("fresh array");
         let mut p0 = 0;
         while p0 < k {
             let kc = KC.min(k - p0);

@@ -16,12 +16,12 @@
 //! own); with huge pages an LSTM H = 256 step took 1–5% less time (BENCHMARKS.md). Only a
 //! hint: where the kernel has huge pages off (or on another OS), nothing changes.
 //!
-//! Every array starts on a cache line ([`ALIGN`] = 64 bytes), as does [`Aligned`], the
-//! kernel's scratch. The allocator only promises 16 bytes, and then every 64-byte vector
+//! Every array starts on a cache line ([`ALIGN`] = 64 bytes), as does the kernel's scratch
+//! ([`aligned_zeros`]). The allocator only promises 16 bytes, and then every 64-byte vector
 //! load or store of a row (an AVX-512 register; the gate rows, the products' panels and
 //! tiles are all whole multiples of it) straddles two cache lines, which costs about a
 //! second access: aligned, steps took 2–9% less time (BENCHMARKS.md). Only the addresses
-//! change, never the arithmetic.
+//! //! change, never the arithmetic.
 
 use ndarray::{Array, Array1, Dimension, IntoDimension};
 use std::any::Any;
@@ -99,48 +99,35 @@ pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: IntoDimensi
     let start = aligned_start(&buf);
     buf.truncate(start + len);
     buf.resize(start + len, F::zero()); // only a fresh (or shorter) buffer is extended with zeros
+    place(buf, dim)
+}
+
+/// An all-zero array of `shape` that starts on an [`ALIGN`]-byte boundary, freshly
+/// allocated rather than from the pool: for the kernel's panels of a single product, which
+/// would crowd the pool's few large buffers out.
+pub fn aligned_zeros<F: Clone + num_traits::Zero, D: Dimension, Sh: IntoDimension<Dim = D>>(
+    shape: Sh,
+) -> Array<F, D> {
+    let dim = shape.into_dimension();
+    let len = dim.size();
+    let buf = if len == 0 {
+        Vec::new() // (the per-step products ask for empty panels: no allocation)
+    } else {
+        vec![F::zero(); len + slack::<F>()]
+    };
+    place(buf, dim)
+}
+
+/// `buf`'s elements from its first [`ALIGN`]-byte boundary on, as an array of `dim`; `buf`
+/// holds at least that many (or none, for an empty array).
+fn place<F, D: Dimension>(mut buf: Vec<F>, dim: D) -> Array<F, D> {
+    let len = dim.size();
+    let start = if len == 0 { 0 } else { aligned_start(&buf) };
+    buf.truncate(start + len);
     Array1::from_vec(buf)
         .slice_move(ndarray::s![start..])
         .into_shape_with_order(dim)
         .expect("length matches the shape")
-}
-
-/// A zeroed scratch buffer of `len` elements that starts on an [`ALIGN`]-byte boundary
-/// (freshly allocated, not from the pool: the kernel's panels of a single product).
-pub struct Aligned<F> {
-    buf: Vec<F>,
-    /// buf[start..start + len] is the buffer
-    start: usize,
-    len: usize,
-}
-
-impl<F: Clone + num_traits::Zero> Aligned<F> {
-    pub fn zeros(len: usize) -> Self {
-        if len == 0 {
-            // (the per-step products ask for none: no allocation)
-            return Aligned {
-                buf: Vec::new(),
-                start: 0,
-                len,
-            };
-        }
-        let buf = vec![F::zero(); len + slack::<F>()];
-        let start = aligned_start(&buf);
-        Aligned { buf, start, len }
-    }
-}
-
-impl<F> std::ops::Deref for Aligned<F> {
-    type Target = [F];
-    fn deref(&self) -> &[F] {
-        &self.buf[self.start..self.start + self.len]
-    }
-}
-
-impl<F> std::ops::DerefMut for Aligned<F> {
-    fn deref_mut(&mut self) -> &mut [F] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
 }
 
 /// An empty buffer with room for `len` elements, its whole huge pages advised as such before
@@ -227,11 +214,12 @@ mod tests {
                 assert_eq!(b.as_ptr() as usize % ALIGN, 0, "len {len}");
                 assert!(b.iter().all(|v| v.is_zero()));
                 recycle(b);
-                let s = Aligned::<F>::zeros(len);
-                assert_eq!((s.as_ptr() as usize % ALIGN, s.len()), (0, len));
+                let s = aligned_zeros::<F, _, _>((len, 2));
+                assert_eq!((s.as_ptr() as usize % ALIGN, s.len()), (0, 2 * len));
+                assert!(s.iter().all(|v| v.is_zero()));
             }
             assert_eq!(take::<F, _, _>((0, 3)).len(), 0); // (an empty array has no address)
-            assert_eq!(Aligned::<F>::zeros(0).len(), 0);
+            assert_eq!(aligned_zeros::<F, _, _>(0).len(), 0);
             clear();
         }
         check::<f32>();
