@@ -21,7 +21,7 @@
 //! load or store of a row (an AVX-512 register; the gate rows, the products' panels and
 //! tiles are all whole multiples of it) straddles two cache lines, which costs about a
 //! second access: aligned, steps took 2–9% less time (BENCHMARKS.md). Only the addresses
-//! //! change, never the arithmetic.
+//! change, never the arithmetic.
 
 use ndarray::{Array, Array1, Dimension, IntoDimension};
 use std::any::Any;
