@@ -89,7 +89,28 @@ pub fn serialize_tensors<F: Real>(
         .collect();
     meta.insert("format".into(), "pt".into());
     meta.insert("rnnlab.version".into(), env!("CARGO_PKG_VERSION").into());
-    Ok(safetensors::serialize(views, Some(meta))?)
+    sorted_header(safetensors::serialize(views, Some(meta))?)
+}
+
+/// The same safetensors bytes with the header's keys in sorted order. The crate writes the
+/// metadata from a `HashMap`, whose order changes from one process to the next, so two runs
+/// with the same seed would write the same tensors into files that differ; sorted, they
+/// are byte-identical. (The header is JSON after its 8-byte length, padded with spaces to a
+/// multiple of 8; the tensors' offsets count from its end, and its length stays the same.)
+fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+    let mut sorted = serde_json::to_vec(&header)?; // serde_json's maps are sorted by key
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    anyhow::ensure!(
+        sorted.len() == n,
+        "safetensors header changed length when sorted"
+    );
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..8]);
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// The bytes of the checkpoint file at `path` (the error names it).
@@ -257,6 +278,32 @@ mod tests {
             assert_eq!(info.task.as_deref(), Some("adding"));
             assert_eq!(info.seq_len, Some(100));
         }
+    }
+
+    /// The same model saved twice gives the same bytes, with the header's keys (metadata
+    /// included) in sorted order, and still reads back.
+    #[test]
+    fn saved_bytes_are_reproducible() {
+        let m = model(CellKind::Lstm);
+        let meta = [("rnnlab.task", "adding".to_string()), ("a", "b".into())];
+        let first = serialize(&m.params, &meta).unwrap();
+        for _ in 0..4 {
+            // (a fresh HashMap inside each call: its order would differ)
+            assert_eq!(serialize(&m.params, &meta).unwrap(), first);
+        }
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&first[8..8 + n]).unwrap();
+        let text = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        let keys: Vec<&String> = header["__metadata__"].as_object().unwrap().keys().collect();
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\"")).unwrap())
+            .collect();
+        assert!(
+            positions.is_sorted(),
+            "metadata not in sorted order: {text}"
+        );
+        SafeTensors::deserialize(&first).unwrap();
     }
 
     #[test]
