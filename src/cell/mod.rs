@@ -481,7 +481,8 @@ pub(crate) fn grad_product<F: Real>(
     // P = Aᵀ·da by column blocks of P, advanced through the sum over T·B a few KC-deep blocks
     // at a time by whichever thread is free (see [`slices`]); where the product cannot be cut
     // along k exactly, each column block in one piece.
-    let mut out = Array2::<F>::zeros((h + i + 1, cols_total));
+    // (on a cache line, as the tiles' vector loads and stores of C want it: see `pool`)
+    let mut out: Array2<F> = pool::aligned_zeros((h + i + 1, cols_total));
     let depth = if gemm::splits_k_exactly::<F>() {
         gemm::KC
     } else {
