@@ -625,13 +625,14 @@ mod avx512 {
             ALayout::Panels { ptr, m_pad, col0 } => (ptr, 0, 0, true, (m_pad, col0)),
         };
         let pack = !prepacked_a && a_ks != 1;
-        // (scratch on a cache line, as the tiles' vector loads want it; see `pool`)
-        let mut panels = aligned_zeros::<f32, _, _>(if pack {
-            m.div_ceil(MR) * MR * KC.min(k)
-        } else {
-            0
-        });
-        let panels = panels.as_slice_mut().expect("fresh array");
+        // (scratch on a cache line, as the tiles' vector loads want it, see `pool`; none at all
+        // for the per-step products, whose A is read in place and B comes packed)
+        let mut panels_buf =
+            pack.then(|| aligned_zeros::<f32, _, _>(m.div_ceil(MR) * MR * KC.min(k)));
+        let panels: &mut [f32] = match &mut panels_buf {
+            Some(p) => p.as_slice_mut().expect("fresh array"),
+            None => &mut [],
+        };
         // When B is larger than the L2 cache (the weight gradients' da, k = T·B rows: read
         // once, from memory) each kc block of B is likewise copied into NR-column panels,
         // panel[p][j] = B(p, j0 + j), so that the tiles stream it sequentially instead of
@@ -643,9 +644,11 @@ mod avx512 {
         };
         // (A piece of a product cut along k (A prepacked) is part of a large product.)
         let pack_b = !prepacked && (prepacked_a || k > KC && k * n >= PACK_B_ENTRIES);
-        let mut b_panels =
-            aligned_zeros::<f32, _, _>(if pack_b { n.div_ceil(NR) * NR * KC } else { 0 });
-        let b_panels = b_panels.as_slice_mut().expect("fresh array");
+        let mut b_panels_buf = pack_b.then(|| aligned_zeros::<f32, _, _>(n.div_ceil(NR) * NR * KC));
+        let b_panels: &mut [f32] = match &mut b_panels_buf {
+            Some(p) => p.as_slice_mut().expect("fresh array"),
+            None => &mut [],
+        };
         let mut p0 = 0;
         while p0 < k {
             let kc = KC.min(k - p0);

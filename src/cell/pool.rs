@@ -99,7 +99,7 @@ pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: IntoDimensi
     let start = aligned_start(&buf);
     buf.truncate(start + len);
     buf.resize(start + len, F::zero()); // only a fresh (or shorter) buffer is extended with zeros
-    place(buf, dim)
+    place(buf, start, dim)
 }
 
 /// An all-zero array of `shape` that starts on an [`ALIGN`]-byte boundary, freshly
@@ -110,20 +110,17 @@ pub fn aligned_zeros<F: Clone + num_traits::Zero, D: Dimension, Sh: IntoDimensio
 ) -> Array<F, D> {
     let dim = shape.into_dimension();
     let len = dim.size();
-    let buf = if len == 0 {
-        Vec::new() // (the per-step products ask for empty panels: no allocation)
-    } else {
-        vec![F::zero(); len + slack::<F>()]
-    };
-    place(buf, dim)
+    if len == 0 {
+        return Array::from_shape_vec(dim, Vec::new()).expect("empty"); // (no address to align)
+    }
+    let mut buf = vec![F::zero(); len + slack::<F>()];
+    let start = aligned_start(&buf);
+    buf.truncate(start + len);
+    place(buf, start, dim)
 }
 
-/// `buf`'s elements from its first [`ALIGN`]-byte boundary on, as an array of `dim`; `buf`
-/// holds at least that many (or none, for an empty array).
-fn place<F, D: Dimension>(mut buf: Vec<F>, dim: D) -> Array<F, D> {
-    let len = dim.size();
-    let start = if len == 0 { 0 } else { aligned_start(&buf) };
-    buf.truncate(start + len);
+/// `buf[start..]` (exactly the elements of `dim`) as an array of `dim`.
+fn place<F, D: Dimension>(buf: Vec<F>, start: usize, dim: D) -> Array<F, D> {
     Array1::from_vec(buf)
         .slice_move(ndarray::s![start..])
         .into_shape_with_order(dim)
