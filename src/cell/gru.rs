@@ -46,7 +46,7 @@
 //! da_z = −0.40514825·0.25 = −0.10128706; ∂L/∂h₀ = 1·z + dah_n·W_hn = 0.54517666.
 //! (Asserted in a test below.)
 
-use super::simd::{self, multiversion, sum_sq_f64};
+use super::simd::{self, LANES, multiversion, sum_sq_f64};
 use super::slices;
 use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
@@ -422,7 +422,6 @@ fn gates_backward_body<F: Real>(
     hidden: usize,
     next: Option<[isize; 2]>,
 ) {
-    let one = F::one();
     let rows = g
         .chunks_exact_mut(4 * hidden)
         .zip(h_prev.chunks_exact(hidden))
@@ -435,29 +434,70 @@ fn gates_backward_body<F: Real>(
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);
         let dh = &mut dh[..hidden];
-        for j in 0..hidden {
-            let (r, z, ahn, n) = (g_r[j], g_z[j], g_ahn[j], g_n[j]);
-            // dh_t = dh_out_t + dh_next: the probe's ∂L/∂h_t
-            let dh_t = dh_out[j] + dh_next[j];
-            dh[j] = dh_t;
-            // forward: h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}, so
-            // dn = dh_t ⊙ (1 − z),  dz = dh_t ⊙ (h_{t−1} − n),  dh_{t−1} (direct) = dh_t ⊙ z
-            let dn = dh_t * (one - z);
-            let dz = dh_t * (h_prev[j] - n);
-            dh_next[j] = dh_t * z;
-            // forward: n = tanh(ax_n + r ⊙ ah_n), so dax_n = dn ⊙ (1 − n²),
-            // dah_n = dax_n ⊙ r,  dr = dax_n ⊙ ah_n
-            let dax_n = dn * (one - n * n);
-            let dah_n = dax_n * r;
-            let dr = dax_n * ahn;
-            // forward: r = σ(a_r), z = σ(a_z); σ' = σ(1 − σ) from the outputs
-            g_r[j] = dr * r * (one - r);
-            g_z[j] = dz * z * (one - z);
-            g_ahn[j] = dah_n;
-            g_n[j] = dax_n;
+        // LANES units at a time through local arrays (see `simd::LANES`), then the rest
+        let mut j = 0;
+        while j + LANES <= hidden {
+            let g4 = [&mut *g_r, g_z, g_ahn, g_n];
+            backward_units(g4, h_prev, dh_out, dh_next, dh, j, LANES);
+            j += LANES;
+        }
+        if j < hidden {
+            let g4 = [g_r, g_z, g_ahn, g_n];
+            backward_units(g4, h_prev, dh_out, dh_next, dh, j, hidden - j);
         }
         *sq = sum_sq_f64(dh);
     }
+}
+
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_backward_body`]: g = [r z ah_n n]
+/// in, [da_r da_z dah_n dax_n] out; dh_next (the recurrent part of ∂L/∂h_t) in, dh_t ⊙ z
+/// out; dh_t (the probe's ∂L/∂h_t) to `dh`.
+#[inline(always)]
+fn backward_units<F: Real>(
+    g: [&mut [F]; 4],
+    h_prev: &[F],
+    dh_out: &[F],
+    dh_next: &mut [F],
+    dh: &mut [F],
+    j: usize,
+    n: usize,
+) {
+    let r = j..j + n;
+    let [g_r, g_z, g_ahn, g_n] = g;
+    let one = F::one();
+    let mut u = [[F::zero(); LANES]; 7];
+    let srcs = [&g_r[..], g_z, g_ahn, g_n, h_prev, dh_out, dh_next];
+    for (dst, src) in u.iter_mut().zip(srcs) {
+        dst[..n].copy_from_slice(&src[r.clone()]);
+    }
+    let (mut udh, mut udn) = ([F::zero(); LANES], [F::zero(); LANES]);
+    let [ur, uz, uahn, un, uhp, udo, udr] = &mut u;
+    for l in 0..LANES {
+        let (r, z, ahn, n) = (ur[l], uz[l], uahn[l], un[l]);
+        // dh_t = dh_out_t + dh_next: the probe's ∂L/∂h_t
+        let dh_t = udo[l] + udr[l];
+        udh[l] = dh_t;
+        // forward: h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}, so
+        // dn = dh_t ⊙ (1 − z),  dz = dh_t ⊙ (h_{t−1} − n),  dh_{t−1} (direct) = dh_t ⊙ z
+        let dn = dh_t * (one - z);
+        let dz = dh_t * (uhp[l] - n);
+        udn[l] = dh_t * z;
+        // forward: n = tanh(ax_n + r ⊙ ah_n), so dax_n = dn ⊙ (1 − n²),
+        // dah_n = dax_n ⊙ r,  dr = dax_n ⊙ ah_n
+        let dax_n = dn * (one - n * n);
+        let dah_n = dax_n * r;
+        let dr = dax_n * ahn;
+        // forward: r = σ(a_r), z = σ(a_z); σ' = σ(1 − σ) from the outputs
+        ur[l] = dr * r * (one - r);
+        uz[l] = dz * z * (one - z);
+        uahn[l] = dah_n;
+        un[l] = dax_n;
+    }
+    for (dst, src) in [g_r, g_z, g_ahn, g_n].into_iter().zip(&u) {
+        dst[r.clone()].copy_from_slice(&src[..n]);
+    }
+    dh_next[r.clone()].copy_from_slice(&udn[..n]);
+    dh[r].copy_from_slice(&udh[..n]);
 }
 
 /// The three H-wide blocks of a 3H-wide row.

@@ -33,7 +33,7 @@
 //! ∂L/∂c₁ = o(1 − tanh²c₁) = 0.62245933·0.08195387 = 0.05101295; ∂L/∂c₀ = ∂L/∂c₁·f = 0.04170689.
 //! (Asserted in a test below.)
 
-use super::simd::{self, multiversion, sum_sq_f64};
+use super::simd::{self, LANES, multiversion, sum_sq_f64};
 use super::slices;
 use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
@@ -187,9 +187,6 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
         }
     }
 }
-
-/// Units processed together in the fused elementwise passes (one AVX-512 vector of f32).
-const LANES: usize = 16;
 
 multiversion!(fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 3]>) => gates_forward_body);
 

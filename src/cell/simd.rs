@@ -9,6 +9,13 @@
 //! multiply-add is introduced without an explicit `mul_add`), so the result does not depend on
 //! the CPU.
 
+/// Units processed together in the fused elementwise passes (one AVX-512 vector of f32).
+/// A pass copies LANES units of each operand into local arrays, computes on those and
+/// copies the results back: nothing can alias a local array, so the unit loop vectorises
+/// (written as one loop over the units of a row through several slices, the GRU's backward
+/// pass compiled to scalar instructions).
+pub const LANES: usize = 16;
+
 /// The widest vector extension usable on this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
