@@ -32,7 +32,8 @@ use std::any::TypeId;
 pub const MR: usize = 8;
 /// Columns of C per register tile (two 16-lane vectors).
 pub const NR: usize = 32;
-/// B is packed from this many entries on (4 MiB of f32, about the L2 cache of a core).
+/// From this many entries of B on (4 MiB of f32, about the L2 cache of a core), each KC × NR
+/// strip of B is packed by the first row tile that reads it, for the tiles after it.
 pub const PACK_B_ENTRIES: usize = 1 << 20;
 /// Depth of one pass over k: a KC × NR panel of B (32 KiB) stays in L1.
 pub const KC: usize = 256;
