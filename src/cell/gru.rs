@@ -46,7 +46,7 @@
 //! da_z = −0.40514825·0.25 = −0.10128706; ∂L/∂h₀ = 1·z + dah_n·W_hn = 0.54517666.
 //! (Asserted in a test below.)
 
-use super::simd::{self, LANES, multiversion, sum_sq_f64};
+use super::simd::{self, LANES, load_lanes, multiversion, store_lanes, sum_sq_f64};
 use super::slices;
 use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
@@ -465,11 +465,10 @@ fn backward_units<F: Real>(
     let r = j..j + n;
     let [g_r, g_z, g_ahn, g_n] = g;
     let one = F::one();
-    let mut u = [[F::zero(); LANES]; 7];
-    let srcs = [&g_r[..], g_z, g_ahn, g_n, h_prev, dh_out, dh_next];
-    for (dst, src) in u.iter_mut().zip(srcs) {
-        dst[..n].copy_from_slice(&src[r.clone()]);
-    }
+    let mut u = load_lanes(
+        [&g_r[..], g_z, g_ahn, g_n, h_prev, dh_out, dh_next],
+        r.clone(),
+    );
     let (mut udh, mut udn) = ([F::zero(); LANES], [F::zero(); LANES]);
     let [ur, uz, uahn, un, uhp, udo, udr] = &mut u;
     for l in 0..LANES {
@@ -493,11 +492,8 @@ fn backward_units<F: Real>(
         uahn[l] = dah_n;
         un[l] = dax_n;
     }
-    for (dst, src) in [g_r, g_z, g_ahn, g_n].into_iter().zip(&u) {
-        dst[r.clone()].copy_from_slice(&src[..n]);
-    }
-    dh_next[r.clone()].copy_from_slice(&udn[..n]);
-    dh[r].copy_from_slice(&udh[..n]);
+    store_lanes([g_r, g_z, g_ahn, g_n], r.clone(), &u[..4]);
+    store_lanes([dh_next, dh], r, &[udn, udh]);
 }
 
 /// The three H-wide blocks of a 3H-wide row.

@@ -33,7 +33,7 @@
 //! ∂L/∂c₁ = o(1 − tanh²c₁) = 0.62245933·0.08195387 = 0.05101295; ∂L/∂c₀ = ∂L/∂c₁·f = 0.04170689.
 //! (Asserted in a test below.)
 
-use super::simd::{self, LANES, multiversion, sum_sq_f64};
+use super::simd::{self, LANES, load_lanes, multiversion, store_lanes, sum_sq_f64};
 use super::slices;
 use super::{Backward, LayerGrads, Probes, State, gemm, mean_norms, pool, slice, slice_mut};
 use crate::params::LayerParams;
@@ -237,10 +237,7 @@ fn forward_units<F: Real>(
 ) {
     let r = j..j + n;
     let [a_i, a_f, a_g, a_o] = a;
-    let mut u = [[F::zero(); LANES]; 5];
-    for (dst, src) in u.iter_mut().zip([&a_i[..], a_f, a_g, a_o, c_prev]) {
-        dst[..n].copy_from_slice(&src[r.clone()]);
-    }
+    let mut u = load_lanes([&a_i[..], a_f, a_g, a_o, c_prev], r.clone());
     let mut out = [[F::zero(); LANES]; 2];
     let [ui, uf, ug, uo, ucp] = &mut u;
     let [uc, uh] = &mut out;
@@ -254,11 +251,8 @@ fn forward_units<F: Real>(
         // h_t = o ⊙ tanh(c_t)
         uh[l] = o * uc[l].tanh_act();
     }
-    for (dst, src) in [a_i, a_f, a_g, a_o].into_iter().zip(&u) {
-        dst[r.clone()].copy_from_slice(&src[..n]);
-    }
-    c[r.clone()].copy_from_slice(&uc[..n]);
-    h_out[r].copy_from_slice(&uh[..n]);
+    store_lanes([a_i, a_f, a_g, a_o], r.clone(), &u[..4]);
+    store_lanes([c, h_out], r, &out);
 }
 
 /// Backward through time. `dh_out`: (T_out, B, H) gradient arriving at the last T_out
@@ -477,13 +471,9 @@ fn backward_units<F: Real>(
     let r = j..j + n;
     let [g_i, g_f, g_g, g_o] = g;
     let one = F::one();
-    let mut u = [[F::zero(); LANES]; 8];
     let srcs = [&g_i[..], g_f, g_g, g_o, c[0], c[1], dh_in[0], dh_in[1]];
-    for (dst, src) in u.iter_mut().zip(srcs) {
-        dst[..n].copy_from_slice(&src[r.clone()]);
-    }
-    let mut udcn = [F::zero(); LANES];
-    udcn[..n].copy_from_slice(&dc_next[r.clone()]);
+    let mut u = load_lanes(srcs, r.clone());
+    let [mut udcn] = load_lanes([&dc_next[..]], r.clone());
     let (mut udh, mut udc) = ([F::zero(); LANES], [F::zero(); LANES]);
     let [ui, uf, ug, uo, ucp, uc, udo, udn] = &mut u;
     for l in 0..LANES {
@@ -508,13 +498,9 @@ fn backward_units<F: Real>(
         ug[l] = dg * (one - g * g);
         uo[l] = d_o * o * (one - o);
     }
-    for (dst, src) in [g_i, g_f, g_g, g_o].into_iter().zip(&u) {
-        dst[r.clone()].copy_from_slice(&src[..n]);
-    }
-    dc_next[r.clone()].copy_from_slice(&udcn[..n]);
+    store_lanes([g_i, g_f, g_g, g_o], r.clone(), &u[..4]);
     let [dh, dc] = probe;
-    dh[r.clone()].copy_from_slice(&udh[..n]);
-    dc[r].copy_from_slice(&udc[..n]);
+    store_lanes([dc_next, dh, dc], r, &[udcn, udh, udc]);
 }
 
 #[cfg(test)]

@@ -16,6 +16,33 @@
 /// pass compiled to scalar instructions).
 pub const LANES: usize = 16;
 
+/// Units `r` (at most [`LANES`]) of each slice, copied into local arrays (zero past
+/// `r.len()`): what a pass's unit loop computes on.
+#[inline(always)]
+pub fn load_lanes<F: Copy + num_traits::Zero, const N: usize>(
+    srcs: [&[F]; N],
+    r: std::ops::Range<usize>,
+) -> [[F; LANES]; N] {
+    let mut u = [[F::zero(); LANES]; N];
+    for (dst, src) in u.iter_mut().zip(srcs) {
+        dst[..r.len()].copy_from_slice(&src[r.clone()]);
+    }
+    u
+}
+
+/// The first `r.len()` entries of each local array back into units `r` of its slice (the
+/// inverse of [`load_lanes`]).
+#[inline(always)]
+pub fn store_lanes<'a, F: Copy + 'a>(
+    dsts: impl IntoIterator<Item = &'a mut [F]>,
+    r: std::ops::Range<usize>,
+    u: &[[F; LANES]],
+) {
+    for (dst, src) in dsts.into_iter().zip(u) {
+        dst[r.clone()].copy_from_slice(&src[..r.len()]);
+    }
+}
+
 /// The widest vector extension usable on this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
