@@ -13,7 +13,10 @@
 /// A pass copies LANES units of each operand into local arrays, computes on those and
 /// copies the results back: nothing can alias a local array, so the unit loop vectorises
 /// (written as one loop over the units of a row through several slices, the GRU's backward
-/// pass compiled to scalar instructions).
+/// pass compiled to scalar instructions). The loop over a row's blocks of LANES units is
+/// written out in each pass on purpose: a helper taking the block's work as a closure
+/// compiles that closure without the pass's target features, and the gate math leaves the
+/// AVX-512 registers (seen in the disassembly).
 pub const LANES: usize = 16;
 
 /// Units `r` (at most [`LANES`]) of each slice, copied into local arrays (zero past
