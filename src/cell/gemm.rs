@@ -711,13 +711,31 @@ mod avx512 {
                     // SAFETY: (i0, j0) is an entry of C, so of X's rows and W's columns
                     let t_init = unsafe { block_init.at(i0, j0) };
                     let args = (kc, a_t, t_rs, t_ks, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
+                    // A prepacked (the weight gradients' [h | x | 1]) comes from L3 in the first
+                    // column block of each KC block and from L2 after it: in that block every
+                    // tile but the last fetches the next tile's panel while it runs
+                    let fetch = prepacked_a && j0 == 0 && i0 + MR < m;
+                    let (full, writes) = (cols == NR, !strip_to.is_null());
                     unsafe {
-                        match (cols == NR, strip_to.is_null()) {
-                            (true, true) => tile_rows::<true, false>(rows, args, strip_to),
-                            (false, true) => tile_rows::<false, false>(rows, args, strip_to),
-                            (true, false) => tile_rows::<true, true>(rows, args, strip_to),
-                            (false, false) => tile_rows::<false, true>(rows, args, strip_to),
+                        // (each combination its own instance of the tile, so that the tiles
+                        // that do neither carry no trace of the other two)
+                        macro_rules! dispatch {
+                            ($(($f:literal, $w:literal, $p:literal)),*) => {
+                                match (full, writes, fetch) {
+                                    $(($f, $w, $p) => tile_rows::<$f, $w, $p>(rows, args, strip_to),)*
+                                }
+                            };
                         }
+                        dispatch!(
+                            (true, false, false),
+                            (false, false, false),
+                            (true, false, true),
+                            (false, false, true),
+                            (true, true, false),
+                            (false, true, false),
+                            (true, true, true),
+                            (false, true, true)
+                        )
                     }
                     i0 += MR;
                 }
@@ -764,21 +782,21 @@ mod avx512 {
     /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_rows<const FULL: bool, const STRIP: bool>(
+    unsafe fn tile_rows<const FULL: bool, const STRIP: bool, const FETCH: bool>(
         rows: usize,
         args: TileArgs,
         strip: *mut f32,
     ) {
         unsafe {
             match rows {
-                8 => tile::<8, FULL, STRIP>(args, strip),
-                7 => tile::<7, FULL, STRIP>(args, strip),
-                6 => tile::<6, FULL, STRIP>(args, strip),
-                5 => tile::<5, FULL, STRIP>(args, strip),
-                4 => tile::<4, FULL, STRIP>(args, strip),
-                3 => tile::<3, FULL, STRIP>(args, strip),
-                2 => tile::<2, FULL, STRIP>(args, strip),
-                _ => tile::<1, FULL, STRIP>(args, strip),
+                8 => tile::<8, FULL, STRIP, FETCH>(args, strip),
+                7 => tile::<7, FULL, STRIP, FETCH>(args, strip),
+                6 => tile::<6, FULL, STRIP, FETCH>(args, strip),
+                5 => tile::<5, FULL, STRIP, FETCH>(args, strip),
+                4 => tile::<4, FULL, STRIP, FETCH>(args, strip),
+                3 => tile::<3, FULL, STRIP, FETCH>(args, strip),
+                2 => tile::<2, FULL, STRIP, FETCH>(args, strip),
+                _ => tile::<1, FULL, STRIP, FETCH>(args, strip),
             }
         }
     }
@@ -810,10 +828,12 @@ mod avx512 {
     /// entries broadcast. The sum over p runs in increasing order, then is added to what
     /// `init` says. `FULL`: all 32 columns exist (m0 = m1 = all ones). `STRIP`: B is read in
     /// place from memory, [`AHEAD`] rows ahead is fetched, and each row loaded is also
-    /// stored at `strip[p·NR..]` (on a cache line) for the tiles below this one.
+    /// stored at `strip[p·NR..]` (on a cache line) for the tiles below this one. `FETCH`: A
+    /// is in panels and the next tile's panel, which follows this one's, is fetched into L1
+    /// along the way, a line every other p.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const R: usize, const FULL: bool, const STRIP: bool>(
+    unsafe fn tile<const R: usize, const FULL: bool, const STRIP: bool, const FETCH: bool>(
         (k, a, a_rs, a_ks, b, b_rs, c, c_rs, m0, m1, init): TileArgs,
         strip: *mut f32,
     ) {
@@ -831,6 +851,12 @@ mod avx512 {
                     let dst = strip.offset(p * NR as isize);
                     _mm512_store_ps(dst, b0);
                     _mm512_store_ps(dst.add(16), b1);
+                }
+                if FETCH && p & 1 == 0 {
+                    // (A in panels: the next tile's panel starts k·MR entries on, and one
+                    // line holds rows p and p + 1 of it)
+                    let ahead = a.wrapping_offset((k * MR) as isize + p * MR as isize);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 }
                 let a_col = a.offset(p * a_ks);
                 for i in 0..R {
