@@ -711,30 +711,42 @@ mod avx512 {
                     // SAFETY: (i0, j0) is an entry of C, so of X's rows and W's columns
                     let t_init = unsafe { block_init.at(i0, j0) };
                     let args = (kc, a_t, t_rs, t_ks, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
-                    // A prepacked (the weight gradients' [h | x | 1]) comes from L3 in the first
-                    // column block of each KC block and from L2 after it: in that block every
-                    // tile but the last fetches the next tile's panel while it runs
-                    let fetch = prepacked_a && j0 == 0 && i0 + MR < m;
+                    // What comes from further away than L1, fetched ahead by the tile: a
+                    // prepacked A (the weight gradients' [h | x | 1]) comes from L3 in the first
+                    // column block of each KC block and from L2 after it, so in that block
+                    // every tile but the last fetches the next tile's panel; a packed B (the
+                    // recurrent weights) comes from L2 for the first row tile of each column
+                    // block, which fetches its rows ahead (the tiles below find them in L1).
+                    let fetch = if prepacked_a && j0 == 0 && i0 + MR < m {
+                        FETCH_A
+                    } else if prepacked && i0 == 0 {
+                        FETCH_B
+                    } else {
+                        FETCH_NONE
+                    };
                     let (full, writes) = (cols == NR, !strip_to.is_null());
                     unsafe {
-                        // (each combination its own instance of the tile, so that the tiles
-                        // that do neither carry no trace of the other two)
+                        // (each combination its own instance of the tile, so that a tile's loop
+                        // holds only what it does; a prepacked B is never written to a strip)
                         macro_rules! dispatch {
-                            ($(($f:literal, $w:literal, $p:literal)),*) => {
+                            ($(($f:literal, $w:literal, $p:ident)),*) => {
                                 match (full, writes, fetch) {
                                     $(($f, $w, $p) => tile_rows::<$f, $w, $p>(rows, args, strip_to),)*
+                                    _ => unreachable!(),
                                 }
                             };
                         }
                         dispatch!(
-                            (true, false, false),
-                            (false, false, false),
-                            (true, false, true),
-                            (false, false, true),
-                            (true, true, false),
-                            (false, true, false),
-                            (true, true, true),
-                            (false, true, true)
+                            (true, false, FETCH_NONE),
+                            (false, false, FETCH_NONE),
+                            (true, false, FETCH_A),
+                            (false, false, FETCH_A),
+                            (true, true, FETCH_NONE),
+                            (false, true, FETCH_NONE),
+                            (true, true, FETCH_A),
+                            (false, true, FETCH_A),
+                            (true, false, FETCH_B),
+                            (false, false, FETCH_B)
                         )
                     }
                     i0 += MR;
@@ -760,6 +772,17 @@ mod avx512 {
     /// ahead gained about as much, 8 nothing, and fetching into L2 instead of L1 lost).
     const AHEAD: isize = 32;
 
+    /// What a tile fetches ahead, besides what `STRIP` fetches: nothing, the next tile's panel
+    /// of a prepacked A, or the rows [`FETCH_B_AHEAD`] ahead of a packed B.
+    const FETCH_NONE: u8 = 0;
+    const FETCH_A: u8 = 1;
+    const FETCH_B: u8 = 2;
+
+    /// How many rows ahead a tile reading a packed B from L2 fetches it (a measured choice: two
+    /// 8-row tiles over 32 strips of B in L2 ran at 200 GFLOP/s on their own, at 209–214
+    /// fetching 8 or 16 rows ahead, and 206–209 fetching 32 ahead).
+    const FETCH_B_AHEAD: isize = 16;
+
     /// The lowest `lanes` bits set.
     fn mask(lanes: usize) -> __mmask16 {
         ((1u32 << lanes) - 1) as __mmask16
@@ -782,7 +805,7 @@ mod avx512 {
     /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_rows<const FULL: bool, const STRIP: bool, const FETCH: bool>(
+    unsafe fn tile_rows<const FULL: bool, const STRIP: bool, const FETCH: u8>(
         rows: usize,
         args: TileArgs,
         strip: *mut f32,
@@ -828,12 +851,13 @@ mod avx512 {
     /// entries broadcast. The sum over p runs in increasing order, then is added to what
     /// `init` says. `FULL`: all 32 columns exist (m0 = m1 = all ones). `STRIP`: B is read in
     /// place from memory, [`AHEAD`] rows ahead is fetched, and each row loaded is also
-    /// stored at `strip[p·NR..]` (on a cache line) for the tiles below this one. `FETCH`: A
-    /// is in panels and the next tile's panel, which follows this one's, is fetched into L1
-    /// along the way, a line every other p.
+    /// stored at `strip[p·NR..]` (on a cache line) for the tiles below this one. `FETCH`:
+    /// [`FETCH_A`]: A is in panels, and the next tile's panel, which follows this one's, is
+    /// fetched into L1 along the way, a line every other p; [`FETCH_B`]: B is in panels, and
+    /// its row p + [`FETCH_B_AHEAD`] is fetched into L1 with row p.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const R: usize, const FULL: bool, const STRIP: bool, const FETCH: bool>(
+    unsafe fn tile<const R: usize, const FULL: bool, const STRIP: bool, const FETCH: u8>(
         (k, a, a_rs, a_ks, b, b_rs, c, c_rs, m0, m1, init): TileArgs,
         strip: *mut f32,
     ) {
@@ -852,7 +876,13 @@ mod avx512 {
                     _mm512_store_ps(dst, b0);
                     _mm512_store_ps(dst.add(16), b1);
                 }
-                if FETCH && p & 1 == 0 {
+                if FETCH == FETCH_B {
+                    // (B in panels: rows of NR entries, two lines each)
+                    let ahead = b.wrapping_offset((p + FETCH_B_AHEAD) * NR as isize);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
+                }
+                if FETCH == FETCH_A && p & 1 == 0 {
                     // (A in panels: the next tile's panel starts k·MR entries on, and one
                     // line holds rows p and p + 1 of it)
                     let ahead = a.wrapping_offset((k * MR) as isize + p * MR as isize);
