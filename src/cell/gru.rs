@@ -409,7 +409,7 @@ multiversion!(fn gates_backward<F: Real>(g: &mut [F], h_prev: &[F], dh_out: &[F]
 /// (b, H) is the recurrent part of ∂L/∂h_t from step t+1 on entry and the direct part of
 /// ∂L/∂h_{t−1}, dh_t ⊙ z, on exit; each row's ‖dh_t‖² goes to dh_sq (b), via the row buffer dh.
 /// `next`: the offsets from g and h_prev to the rows the next step backward will read,
-/// fetched row by row ([`simd::prefetch_rows`]).
+/// fetched a block of units at a time ([`simd::prefetch_units`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_backward_body<F: Real>(
@@ -429,19 +429,21 @@ fn gates_backward_body<F: Real>(
         .zip(dh_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut());
     for ((((g, h_prev), dh_out), dh_next), sq) in rows {
-        simd::prefetch_rows([&g[..], h_prev], next);
         let (g_r, rest) = g.split_at_mut(hidden);
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);
+        let next = next.map(|[g, h]| [g, g, g, g, h]);
         let dh = &mut dh[..hidden];
         // LANES units at a time through local arrays (see `simd::LANES`), then the rest
         let mut j = 0;
         while j + LANES <= hidden {
+            simd::prefetch_units([&g_r[..], g_z, g_ahn, g_n, h_prev], next, j, LANES);
             let g4 = [&mut *g_r, g_z, g_ahn, g_n];
             backward_units(g4, h_prev, dh_out, dh_next, dh, j, LANES);
             j += LANES;
         }
         if j < hidden {
+            simd::prefetch_units([&g_r[..], g_z, g_ahn, g_n, h_prev], next, j, hidden - j);
             let g4 = [g_r, g_z, g_ahn, g_n];
             backward_units(g4, h_prev, dh_out, dh_next, dh, j, hidden - j);
         }

@@ -192,7 +192,8 @@ multiversion!(fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], 
 
 /// One step's elementwise part, row by row: a (b, 4H) holds [a_i a_f a_g a_o] and is
 /// overwritten with [i f g o]; writes c_t and h_t (b, H). `next`: the offsets from a, c and
-/// h_out to the rows the next step will write, fetched row by row ([`simd::prefetch_rows`]).
+/// h_out to the rows the next step will write, fetched a block of units at a time
+/// ([`simd::prefetch_units`]).
 #[inline(always)]
 fn gates_forward_body<F: Real>(
     a: &mut [F],
@@ -208,18 +209,21 @@ fn gates_forward_body<F: Real>(
         .zip(c.chunks_exact_mut(hidden))
         .zip(h_out.chunks_exact_mut(hidden));
     for (((a, c_prev), c), h_out) in rows {
-        simd::prefetch_rows([&a[..], c, h_out], next);
         let (a_i, rest) = a.split_at_mut(hidden);
         let (a_f, rest) = rest.split_at_mut(hidden);
         let (a_g, a_o) = rest.split_at_mut(hidden);
+        // (the same units of the next step's rows)
+        let next = next.map(|[a, c, h]| [a, a, a, a, c, h]);
         // LANES units at a time through local arrays (which nothing else can alias, so the
         // compiler vectorises the unit loop), then the remaining units: the same arithmetic.
         let mut j = 0;
         while j + LANES <= hidden {
+            simd::prefetch_units([&a_i[..], a_f, a_g, a_o, c, h_out], next, j, LANES);
             forward_units([a_i, a_f, a_g, a_o], c_prev, c, h_out, j, LANES);
             j += LANES;
         }
         if j < hidden {
+            simd::prefetch_units([&a_i[..], a_f, a_g, a_o, c, h_out], next, j, hidden - j);
             forward_units([a_i, a_f, a_g, a_o], c_prev, c, h_out, j, hidden - j);
         }
     }
@@ -409,7 +413,8 @@ multiversion!(fn gates_backward<F: Real>(g: &mut [F], c_prev: &[F], c: &[F], dh_
 /// g (b, 4H) holds [i f g o] and is overwritten with [da_i da_f da_g da_o]; dc_next (b, H) is
 /// ∂L/∂c_t from step t+1 on entry and ∂L/∂c_{t−1} on exit; the squared norms of dh_t and
 /// dc_t per row go to dh_sq, dc_sq (b). `next`: the offsets from g and c_prev to the rows
-/// the next step backward will read, fetched row by row ([`simd::prefetch_rows`]).
+/// the next step backward will read, fetched a block of units at a time
+/// ([`simd::prefetch_units`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_backward_body<F: Real>(
@@ -435,18 +440,20 @@ fn gates_backward_body<F: Real>(
         .zip(dc_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut().zip(dc_sq.iter_mut()));
     for ((((((g, c_prev), c), dh_out), dh_next), dc_next), (dh_sq, dc_sq)) in rows {
-        simd::prefetch_rows([&g[..], c_prev], next);
         let (g_i, rest) = g.split_at_mut(hidden);
         let (g_f, rest) = rest.split_at_mut(hidden);
         let (g_g, g_o) = rest.split_at_mut(hidden);
+        let next = next.map(|[g, c]| [g, g, g, g, c]);
         // LANES units at a time through local arrays, as in the forward.
         let mut j = 0;
         while j + LANES <= hidden {
+            simd::prefetch_units([&g_i[..], g_f, g_g, g_o, c_prev], next, j, LANES);
             let (g4, cs) = ([&mut *g_i, g_f, g_g, g_o], [c_prev, c]);
             backward_units(g4, cs, [dh_out, dh_next], dc_next, [dh, dc], j, LANES);
             j += LANES;
         }
         if j < hidden {
+            simd::prefetch_units([&g_i[..], g_f, g_g, g_o, c_prev], next, j, hidden - j);
             let (g4, cs) = ([g_i, g_f, g_g, g_o], [c_prev, c]);
             backward_units(g4, cs, [dh_out, dh_next], dc_next, [dh, dc], j, hidden - j);
         }
