@@ -209,8 +209,8 @@ multiversion!(fn gates_forward<F: Real>(ax: &[F], ah: &[F], b_hh: &[F], h_prev: 
 
 /// One step's elementwise part, row by row: ax (b, 3H) = x_t W_ihᵀ + b_ih, ah (b, 3H) =
 /// h_{t−1} W_hhᵀ, b_hh (3H); writes [r z ah_n n] to g (b, 4H) and h_t to h_out (b, H).
-/// `next`: the offsets from g and h_out to the rows the next step will write, fetched row by
-/// row ([`simd::prefetch_rows`]).
+/// `next`: the offsets from g and h_out to the rows the next step will write, fetched a block
+/// of units at a time ([`simd::prefetch_units`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gates_forward_body<F: Real>(
@@ -223,7 +223,6 @@ fn gates_forward_body<F: Real>(
     hidden: usize,
     next: Option<[isize; 2]>,
 ) {
-    let one = F::one();
     let (bh_r, bh_z, bh_n) = split3(b_hh, hidden);
     let rows = ax
         .chunks_exact(3 * hidden)
@@ -232,24 +231,66 @@ fn gates_forward_body<F: Real>(
         .zip(g.chunks_exact_mut(4 * hidden))
         .zip(h_out.chunks_exact_mut(hidden));
     for ((((ax, ah), h_prev), g), h_out) in rows {
-        simd::prefetch_rows([&g[..], h_out], next);
         let (ax_r, ax_z, ax_n) = split3(ax, hidden);
         let (ah_r, ah_z, ah_n) = split3(ah, hidden);
         let (g_r, rest) = g.split_at_mut(hidden);
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);
-        for j in 0..hidden {
-            // r = σ(ax_r + ah_r)   z = σ(ax_z + ah_z)   (ah including b_hh)
-            let r = (ax_r[j] + (ah_r[j] + bh_r[j])).sigmoid();
-            let z = (ax_z[j] + (ah_z[j] + bh_z[j])).sigmoid();
-            // n = tanh(ax_n + r ⊙ ah_n), the reset gate on W_hn h + b_hn
-            let ahn = ah_n[j] + bh_n[j];
-            let n = (ax_n[j] + r * ahn).tanh_act();
-            // h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}
-            h_out[j] = (one - z) * n + z * h_prev[j];
-            (g_r[j], g_z[j], g_ahn[j], g_n[j]) = (r, z, ahn, n);
+        let (x3, a3, b3) = ([ax_r, ax_z, ax_n], [ah_r, ah_z, ah_n], [bh_r, bh_z, bh_n]);
+        // (the same units of the next step's rows)
+        let next = next.map(|[g, h]| [g, g, g, g, h]);
+        // LANES units at a time through local arrays (see `simd::LANES`), then the rest
+        let mut j = 0;
+        while j + LANES <= hidden {
+            simd::prefetch_units([&g_r[..], g_z, g_ahn, g_n, h_out], next, j, LANES);
+            let g4 = [&mut *g_r, g_z, g_ahn, g_n];
+            forward_units(x3, a3, b3, h_prev, g4, h_out, j, LANES);
+            j += LANES;
+        }
+        if j < hidden {
+            simd::prefetch_units([&g_r[..], g_z, g_ahn, g_n, h_out], next, j, hidden - j);
+            let g4 = [g_r, g_z, g_ahn, g_n];
+            forward_units(x3, a3, b3, h_prev, g4, h_out, j, hidden - j);
         }
     }
+}
+
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`]: x = [ax_r ax_z
+/// ax_n], a = [ah_r ah_z ah_n], b = [bh_r bh_z bh_n] in; g = [r z ah_n n] and h_out out.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_units<F: Real>(
+    x: [&[F]; 3],
+    a: [&[F]; 3],
+    b: [&[F]; 3],
+    h_prev: &[F],
+    g: [&mut [F]; 4],
+    h_out: &mut [F],
+    j: usize,
+    n: usize,
+) {
+    let r = j..j + n;
+    let one = F::one();
+    let [x_r, x_z, x_n] = x;
+    let [a_r, a_z, a_n] = a;
+    let [b_r, b_z, b_n] = b;
+    let srcs = [x_r, x_z, x_n, a_r, a_z, a_n, b_r, b_z, b_n, h_prev];
+    let [ux_r, ux_z, ux_n, ua_r, ua_z, ua_n, ub_r, ub_z, ub_n, uhp] = load_lanes(srcs, r.clone());
+    let mut out = [[F::zero(); LANES]; 5];
+    let [gr, gz, gahn, gn, uh] = &mut out;
+    for l in 0..LANES {
+        // r = σ(ax_r + ah_r)   z = σ(ax_z + ah_z)   (ah including b_hh)
+        let rr = (ux_r[l] + (ua_r[l] + ub_r[l])).sigmoid();
+        let z = (ux_z[l] + (ua_z[l] + ub_z[l])).sigmoid();
+        // n = tanh(ax_n + r ⊙ ah_n), the reset gate on W_hn h + b_hn
+        let ahn = ua_n[l] + ub_n[l];
+        let nn = (ux_n[l] + rr * ahn).tanh_act();
+        // h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}
+        uh[l] = (one - z) * nn + z * uhp[l];
+        (gr[l], gz[l], gahn[l], gn[l]) = (rr, z, ahn, nn);
+    }
+    store_lanes(g, r.clone(), &out[..4]);
+    store_lanes([h_out], r, &out[4..]);
 }
 
 /// Backward through time. `dh_out`: (T_out, B, H) gradient arriving at the last T_out

@@ -157,22 +157,13 @@ pub fn prefetch<F>(p: *const F, len: usize) {
     let _ = (p, len);
 }
 
-/// [`prefetch`] for the rows a step will touch next: each of `rows` shifted by its entry of
-/// `next` (in elements; typically ± a cache's stride along time). Nothing when `next` is None.
-#[inline(always)]
-pub fn prefetch_rows<F, const N: usize>(rows: [&[F]; N], next: Option<[isize; N]>) {
-    if let Some(next) = next {
-        for (row, off) in rows.into_iter().zip(next) {
-            prefetch(row.as_ptr().wrapping_offset(off), row.len());
-        }
-    }
-}
-
-/// [`prefetch_rows`] for units `j … j+n−1` of each row only: called by a pass with each block
-/// of units it works on, so that the fetches of the next step's rows spread over the row's
-/// gate math. Issued all at the start of a row (96 lines for an LSTM row at H = 256), they
-/// held up the gate math behind them: perf put 30% of the LSTM's forward gate pass on them,
-/// and spreading them made LSTM steps 1–2% faster (BENCHMARKS.md).
+/// [`prefetch`] for the units `j … j+n−1` of the rows a step will touch next: each of `rows`
+/// shifted by its entry of `next` (in elements; typically ± a cache's stride along time).
+/// Nothing when `next` is None. A pass calls it with each block of units it works on, so
+/// that the fetches spread over the row's gate math: issued all at the start of a row (96
+/// lines for an LSTM row at H = 256), they held up the gate math behind them (perf put 30%
+/// of the LSTM's forward gate pass on them), and spreading them made LSTM and GRU steps
+/// 1–2% faster (BENCHMARKS.md).
 #[inline(always)]
 pub fn prefetch_units<F, const N: usize>(
     rows: [&[F]; N],
