@@ -180,7 +180,7 @@ pub fn prefetch_units<F, const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::prefetch;
+    use super::{prefetch, prefetch_units};
 
     /// A prefetch is only a hint: addresses outside any allocation (past the end of a
     /// buffer, as the cells' last step would name, or null) must not fault.
@@ -191,6 +191,9 @@ mod tests {
         prefetch(v.as_ptr().wrapping_add(1 << 30), 4096);
         prefetch(std::ptr::null::<f64>(), 64);
         prefetch(v.as_ptr(), 0);
+        // (the next step's rows of the last step lie past the end of the cache)
+        prefetch_units([&v[..50], &v[50..]], Some([1 << 20, -(1 << 40)]), 48, 2);
+        prefetch_units([&v[..]], None, 99, 1);
         assert_eq!(v.iter().sum::<f32>(), 100.0);
     }
 }
