@@ -166,6 +166,40 @@ fn gemm_weight_grad_packed_a(bencher: Bencher, cut: bool) {
         });
 }
 
+/// The weight-gradient product as one thread runs it in an LSTM H = 256 step: [h | x | 1]
+/// prebuilt, (259, 6400)·(6400, 256) in 2048-row pieces, with da's rows `row` floats apart
+/// (256: 4H at H = 64; 1024: 4H at H = 256). Each call takes the next of four copies of A and
+/// da (in the buffer pool, so in huge pages as in a step), so that the operands come from L3
+/// as they do after the backward loop, not from L2 as in `gemm_weight_grad_packed_a`.
+#[divan::bench(args = [256, 1024])]
+fn gemm_weight_grad_from_l3(bencher: Bencher, row: usize) {
+    let (m, k, n) = (259, 6400, 256);
+    let copies: Vec<(gemm::PackedAt<f32>, Array2<f32>)> = (0..4)
+        .map(|c| {
+            let a = matrix(k, m, 0.3 + c as f32);
+            let a = gemm::PackedAt::build(k, m, 1, |p, dst| {
+                dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
+            });
+            let mut b: Array2<f32> = cell::pool::zeros((k, row));
+            b.assign(&matrix(k, row, 0.7 + c as f32));
+            (a, b)
+        })
+        .collect();
+    let mut c = Array2::<f32>::zeros((m, n));
+    let mut next = 0;
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * n * k))
+        .bench_local(|| {
+            let (a, b) = &copies[next];
+            next = (next + 1) % copies.len();
+            for k0 in (0..k).step_by(8 * gemm::KC) {
+                let ks = k0..(k0 + 8 * gemm::KC).min(k);
+                let b = b.slice(ndarray::s![ks.clone(), ..n]);
+                gemm::mat_mul_at(a, ks, 0, &b, k0 > 0, &mut c.view_mut());
+            }
+        });
+}
+
 /// The ceiling of every product: fused multiply-adds on registers only (16 independent
 /// AVX-512 accumulators, no memory traffic), 32 flops each. The products' "peak" in
 /// `rnnlab bench` is measured at the step's shapes and sits below this.
