@@ -720,13 +720,12 @@ mod avx512 {
                 while i0 < m {
                     let rows = MR.min(m - i0);
                     let a_t = unsafe { a_p.offset(i0 as isize * i0_step) };
-                    // (B's rows in place, or packed, or from the strip the first tile wrote)
-                    let (b_t, t_b_rs, strip_to) = match (pack_b, i0) {
-                        (true, 0) => (unsafe { b_p.add(j0) }, b_rs, strip.as_mut_ptr()),
-                        (true, _) => (strip.as_ptr(), NR as isize, std::ptr::null_mut()),
-                        (false, _) => {
-                            (unsafe { b_p.add(j0 * j0_step) }, b_rs, std::ptr::null_mut())
-                        }
+                    // (B's rows in place, or packed, or from the strip the first tile writes)
+                    let writes = pack_b && i0 == 0;
+                    let (b_t, t_b_rs) = match (pack_b, i0) {
+                        (true, 0) => (unsafe { b_p.add(j0) }, b_rs),
+                        (true, _) => (strip.as_ptr(), NR as isize),
+                        (false, _) => (unsafe { b_p.add(j0 * j0_step) }, b_rs),
                     };
                     let c_t = unsafe { c.offset(i0 as isize * c_rs).add(j0) };
                     // SAFETY: (i0, j0) is an entry of C, so of X's rows and W's columns
@@ -745,7 +744,7 @@ mod avx512 {
                     } else {
                         FETCH_NONE
                     };
-                    let (full, writes) = (cols == NR, !strip_to.is_null());
+                    let (full, strip_to) = (cols == NR, strip.as_mut_ptr());
                     unsafe {
                         // (each combination its own instance of the tile, so that a tile's loop
                         // holds only what it does; a prepacked B is never written to a strip)

@@ -230,6 +230,8 @@ fn gates_forward_body<F: Real>(
         .zip(h_prev.chunks_exact(hidden))
         .zip(g.chunks_exact_mut(4 * hidden))
         .zip(h_out.chunks_exact_mut(hidden));
+    // (the offsets of the next step's rows, one per slice the unit loop fetches from)
+    let next = next.map(|[g, h]| [g, g, g, g, h]);
     for ((((ax, ah), h_prev), g), h_out) in rows {
         let (ax_r, ax_z, ax_n) = split3(ax, hidden);
         let (ah_r, ah_z, ah_n) = split3(ah, hidden);
@@ -237,8 +239,6 @@ fn gates_forward_body<F: Real>(
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);
         let (x3, a3, b3) = ([ax_r, ax_z, ax_n], [ah_r, ah_z, ah_n], [bh_r, bh_z, bh_n]);
-        // (the same units of the next step's rows)
-        let next = next.map(|[g, h]| [g, g, g, g, h]);
         // LANES units at a time through local arrays (see `simd::LANES`), then the rest
         let mut j = 0;
         while j + LANES <= hidden {
@@ -469,11 +469,12 @@ fn gates_backward_body<F: Real>(
         .zip(dh_out.chunks_exact(hidden))
         .zip(dh_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut());
+    // (the offsets of the next step's rows, one per slice the unit loop fetches from)
+    let next = next.map(|[g, h]| [g, g, g, g, h]);
     for ((((g, h_prev), dh_out), dh_next), sq) in rows {
         let (g_r, rest) = g.split_at_mut(hidden);
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);
-        let next = next.map(|[g, h]| [g, g, g, g, h]);
         let dh = &mut dh[..hidden];
         // LANES units at a time through local arrays (see `simd::LANES`), then the rest
         let mut j = 0;

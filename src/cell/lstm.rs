@@ -208,12 +208,12 @@ fn gates_forward_body<F: Real>(
         .zip(c_prev.chunks_exact(hidden))
         .zip(c.chunks_exact_mut(hidden))
         .zip(h_out.chunks_exact_mut(hidden));
+    // (the offsets of the next step's rows, one per slice the unit loop fetches from)
+    let next = next.map(|[a, c, h]| [a, a, a, a, c, h]);
     for (((a, c_prev), c), h_out) in rows {
         let (a_i, rest) = a.split_at_mut(hidden);
         let (a_f, rest) = rest.split_at_mut(hidden);
         let (a_g, a_o) = rest.split_at_mut(hidden);
-        // (the same units of the next step's rows)
-        let next = next.map(|[a, c, h]| [a, a, a, a, c, h]);
         // LANES units at a time through local arrays (which nothing else can alias, so the
         // compiler vectorises the unit loop), then the remaining units: the same arithmetic.
         let mut j = 0;
@@ -439,11 +439,12 @@ fn gates_backward_body<F: Real>(
         .zip(dh_next.chunks_exact(hidden))
         .zip(dc_next.chunks_exact_mut(hidden))
         .zip(dh_sq.iter_mut().zip(dc_sq.iter_mut()));
+    // (the offsets of the next step's rows, one per slice the unit loop fetches from)
+    let next = next.map(|[g, c]| [g, g, g, g, c]);
     for ((((((g, c_prev), c), dh_out), dh_next), dc_next), (dh_sq, dc_sq)) in rows {
         let (g_i, rest) = g.split_at_mut(hidden);
         let (g_f, rest) = rest.split_at_mut(hidden);
         let (g_g, g_o) = rest.split_at_mut(hidden);
-        let next = next.map(|[g, c]| [g, g, g, g, c]);
         // LANES units at a time through local arrays, as in the forward.
         let mut j = 0;
         while j + LANES <= hidden {
