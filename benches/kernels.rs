@@ -141,6 +141,30 @@ fn gemm_per_step_with_input_projection(bencher: Bencher, fused: bool) {
         });
 }
 
+/// A (k, m) built into the weight-gradient product's layout, as the cells build [h | x | 1].
+fn packed_at(a: &Array2<f32>) -> gemm::PackedAt<f32> {
+    let (k, m) = a.dim();
+    gemm::PackedAt::build(k, m, 1, |p, dst| {
+        dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
+    })
+}
+
+/// C = Aᵀ·B[.., ..C's columns] over all of A's rows, in pieces of `piece` rows (a multiple of
+/// KC) accumulated in order, as the threads run the weight-gradient product.
+fn weight_grad_in_pieces(
+    a: &gemm::PackedAt<f32>,
+    b: &Array2<f32>,
+    piece: usize,
+    c: &mut Array2<f32>,
+) {
+    let (k, n) = (a.dim().0, c.ncols());
+    for k0 in (0..k).step_by(piece) {
+        let ks = k0..(k0 + piece).min(k);
+        let b = b.slice(ndarray::s![ks.clone(), ..n]);
+        gemm::mat_mul_at(a, ks, 0, &b, k0 > 0, &mut c.view_mut());
+    }
+}
+
 /// The weight-gradient product (131, 6400)·(6400, 512) with [h | x | 1] prebuilt in the
 /// kernel's layout ([`gemm::PackedAt`], as the cells use it; `gemm_kernel` shape 2 is the same
 /// product with A read from a transposed view and packed inside), whole and cut into 2048-row
@@ -148,22 +172,13 @@ fn gemm_per_step_with_input_projection(bencher: Bencher, fused: bool) {
 #[divan::bench(args = [false, true])]
 fn gemm_weight_grad_packed_a(bencher: Bencher, cut: bool) {
     let (m, k, n) = (131, 6400, 512);
-    let a = matrix(k, m, 0.3);
-    let a = gemm::PackedAt::build(k, m, 1, |p, dst| {
-        dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
-    });
+    let a = packed_at(&matrix(k, m, 0.3));
     let b = matrix(k, n, 0.7);
     let mut c = Array2::<f32>::zeros((m, n));
     let piece = if cut { 8 * gemm::KC } else { k };
     bencher
         .counter(divan::counter::ItemsCount::new(2 * m * n * k))
-        .bench_local(|| {
-            for k0 in (0..k).step_by(piece) {
-                let ks = k0..(k0 + piece).min(k);
-                let b = b.slice(ndarray::s![ks.clone(), ..]);
-                gemm::mat_mul_at(&a, ks, 0, &b, k0 > 0, &mut c.view_mut());
-            }
-        });
+        .bench_local(|| weight_grad_in_pieces(&a, &b, piece, &mut c));
 }
 
 /// The weight-gradient product as one thread runs it in an LSTM H = 256 step: [h | x | 1]
@@ -176,10 +191,7 @@ fn gemm_weight_grad_from_l3(bencher: Bencher, row: usize) {
     let (m, k, n) = (259, 6400, 256);
     let copies: Vec<(gemm::PackedAt<f32>, Array2<f32>)> = (0..4)
         .map(|c| {
-            let a = matrix(k, m, 0.3 + c as f32);
-            let a = gemm::PackedAt::build(k, m, 1, |p, dst| {
-                dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
-            });
+            let a = packed_at(&matrix(k, m, 0.3 + c as f32));
             let mut b: Array2<f32> = cell::pool::zeros((k, row));
             b.assign(&matrix(k, row, 0.7 + c as f32));
             (a, b)
@@ -192,11 +204,7 @@ fn gemm_weight_grad_from_l3(bencher: Bencher, row: usize) {
         .bench_local(|| {
             let (a, b) = &copies[next];
             next = (next + 1) % copies.len();
-            for k0 in (0..k).step_by(8 * gemm::KC) {
-                let ks = k0..(k0 + 8 * gemm::KC).min(k);
-                let b = b.slice(ndarray::s![ks.clone(), ..n]);
-                gemm::mat_mul_at(a, ks, 0, &b, k0 > 0, &mut c.view_mut());
-            }
+            weight_grad_in_pieces(a, b, 8 * gemm::KC, &mut c);
         });
 }
 
