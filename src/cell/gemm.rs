@@ -682,13 +682,15 @@ mod avx512 {
             // (offset of column j0 per j0: panel jb = j0 / NR of a prepacked B starts at
             // b[jb·k·NR], and b_p is already at row p0 of it)
             let j0_step = if prepacked { k } else { 1 };
-            // (offset of row i0 per i0, row stride and k stride inside a tile)
-            let (mut i0_step, mut t_rs, mut t_ks) = (a_rs, a_rs, a_ks);
+            // (offset of row i0 per i0, and the row stride inside a tile when A is read in
+            // place: then its k stride is 1, since A strided along k is packed)
+            let (mut i0_step, t_rs) = (a_rs, a_rs);
+            let panel_a = prepacked_a || pack;
             if prepacked_a {
                 // this block's panels start at row p0 of a (which starts a KC block); the
                 // product's first row of C is column a_col0 of the panels
                 a_p = unsafe { a.add(p0 * a_m_pad + a_col0 * kc) };
-                (i0_step, t_rs, t_ks) = (kc as isize, 1, MR as isize);
+                i0_step = kc as isize;
             } else if pack {
                 for p in 0..kc {
                     let a_row = unsafe { a_p.offset(p as isize * a_ks) };
@@ -708,7 +710,7 @@ mod avx512 {
                     }
                 }
                 // tile i0 = ib·MR now starts at panels[i0·kc]; inside it r has stride 1, p MR
-                (a_p, i0_step, t_rs, t_ks) = (panels.as_ptr(), kc as isize, 1, MR as isize);
+                (a_p, i0_step) = (panels.as_ptr(), kc as isize);
             }
             let mut j0 = 0;
             while j0 < n {
@@ -730,7 +732,7 @@ mod avx512 {
                     let c_t = unsafe { c.offset(i0 as isize * c_rs).add(j0) };
                     // SAFETY: (i0, j0) is an entry of C, so of X's rows and W's columns
                     let t_init = unsafe { block_init.at(i0, j0) };
-                    let args = (kc, a_t, t_rs, t_ks, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
+                    let args = (kc, a_t, t_rs, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
                     // What comes from further away than L1, fetched ahead by the tile: a
                     // prepacked A (the weight gradients' [h | x | 1]) comes from L3 in the first
                     // column block of each KC block and from L2 after it, so in that block
@@ -749,24 +751,31 @@ mod avx512 {
                         // (each combination its own instance of the tile, so that a tile's loop
                         // holds only what it does; a prepacked B is never written to a strip)
                         macro_rules! dispatch {
-                            ($(($f:literal, $w:literal, $p:ident)),*) => {
-                                match (full, writes, fetch) {
-                                    $(($f, $w, $p) => tile_rows::<$f, $w, $p>(rows, args, strip_to),)*
+                            ($(($f:literal, $w:literal, $p:ident, $a:literal)),*) => {
+                                match (full, writes, fetch, panel_a) {
+                                    $(($f, $w, $p, $a) =>
+                                        tile_rows::<$f, $w, $p, $a>(rows, args, strip_to),)*
                                     _ => unreachable!(),
                                 }
                             };
                         }
                         dispatch!(
-                            (true, false, FETCH_NONE),
-                            (false, false, FETCH_NONE),
-                            (true, false, FETCH_A),
-                            (false, false, FETCH_A),
-                            (true, true, FETCH_NONE),
-                            (false, true, FETCH_NONE),
-                            (true, true, FETCH_A),
-                            (false, true, FETCH_A),
-                            (true, false, FETCH_B),
-                            (false, false, FETCH_B)
+                            (true, false, FETCH_NONE, true),
+                            (false, false, FETCH_NONE, true),
+                            (true, false, FETCH_A, true),
+                            (false, false, FETCH_A, true),
+                            (true, true, FETCH_NONE, true),
+                            (false, true, FETCH_NONE, true),
+                            (true, true, FETCH_A, true),
+                            (false, true, FETCH_A, true),
+                            (true, false, FETCH_B, true),
+                            (false, false, FETCH_B, true),
+                            (true, false, FETCH_NONE, false),
+                            (false, false, FETCH_NONE, false),
+                            (true, true, FETCH_NONE, false),
+                            (false, true, FETCH_NONE, false),
+                            (true, false, FETCH_B, false),
+                            (false, false, FETCH_B, false)
                         )
                     }
                     i0 += MR;
@@ -812,7 +821,6 @@ mod avx512 {
         usize,
         *const f32,
         isize,
-        isize,
         *const f32,
         isize,
         *mut f32,
@@ -825,21 +833,26 @@ mod avx512 {
     /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_rows<const FULL: bool, const STRIP: bool, const FETCH: u8>(
+    unsafe fn tile_rows<
+        const FULL: bool,
+        const STRIP: bool,
+        const FETCH: u8,
+        const PANEL_A: bool,
+    >(
         rows: usize,
         args: TileArgs,
         strip: *mut f32,
     ) {
         unsafe {
             match rows {
-                8 => tile::<8, FULL, STRIP, FETCH>(args, strip),
-                7 => tile::<7, FULL, STRIP, FETCH>(args, strip),
-                6 => tile::<6, FULL, STRIP, FETCH>(args, strip),
-                5 => tile::<5, FULL, STRIP, FETCH>(args, strip),
-                4 => tile::<4, FULL, STRIP, FETCH>(args, strip),
-                3 => tile::<3, FULL, STRIP, FETCH>(args, strip),
-                2 => tile::<2, FULL, STRIP, FETCH>(args, strip),
-                _ => tile::<1, FULL, STRIP, FETCH>(args, strip),
+                8 => tile::<8, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                7 => tile::<7, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                6 => tile::<6, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                5 => tile::<5, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                4 => tile::<4, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                3 => tile::<3, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                2 => tile::<2, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+                _ => tile::<1, FULL, STRIP, FETCH, PANEL_A>(args, strip),
             }
         }
     }
@@ -874,13 +887,29 @@ mod avx512 {
     /// stored at `strip[p·NR..]` (on a cache line) for the tiles below this one. `FETCH`:
     /// [`FETCH_A`]: A is in panels, and the next tile's panel, which follows this one's, is
     /// fetched into L1 along the way, a line every other p; [`FETCH_B`]: B is in panels, and
-    /// its row p + [`FETCH_B_AHEAD`] is fetched into L1 with row p.
+    /// its row p + [`FETCH_B_AHEAD`] is fetched into L1 with row p. `PANEL_A`: A is in MR-row
+    /// panels, A(i, p) = a[p·MR + i]; otherwise it is read in place, A(i, p) = a[i·a_rs + p].
+    /// (Both known when the tile is compiled, so that finding A(i, p) costs the loop no
+    /// arithmetic: with the strides as variables it spent 10 integer instructions per p
+    /// next to its 16 FMAs, some of them on the FMA ports.)
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const R: usize, const FULL: bool, const STRIP: bool, const FETCH: u8>(
-        (k, a, a_rs, a_ks, b, b_rs, c, c_rs, m0, m1, init): TileArgs,
+    unsafe fn tile<
+        const R: usize,
+        const FULL: bool,
+        const STRIP: bool,
+        const FETCH: u8,
+        const PANEL_A: bool,
+    >(
+        (k, a, a_rs, b, b_rs, c, c_rs, m0, m1, init): TileArgs,
         strip: *mut f32,
     ) {
+        // (A in place: one pointer per row, all read at the same p, so that each broadcast is
+        // one addressing mode, row + 4·p, and the loop adds nothing per row. The pointers go
+        // through `black_box` because the compiler otherwise sees that they are a + i·a_rs
+        // and recomputes them from each other in the loop, an add per row and p.)
+        let a_rows: [*const f32; R] =
+            std::array::from_fn(|i| std::hint::black_box(a.wrapping_offset(i as isize * a_rs)));
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
         for p in 0..k as isize {
@@ -908,9 +937,12 @@ mod avx512 {
                     let ahead = a.wrapping_offset((k * MR) as isize + p * MR as isize);
                     _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 }
-                let a_col = a.offset(p * a_ks);
                 for i in 0..R {
-                    let av = _mm512_set1_ps(*a_col.offset(i as isize * a_rs));
+                    let av = _mm512_set1_ps(if PANEL_A {
+                        *a.offset(p * MR as isize + i as isize)
+                    } else {
+                        *a_rows[i].offset(p)
+                    });
                     lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
                     hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
                 }
