@@ -797,9 +797,14 @@ mod avx512 {
         }
     }
 
-    /// How many rows ahead a strip-writing tile fetches B (a measured choice: 16 and 32 rows
-    /// ahead gained about as much, 8 nothing, and fetching into L2 instead of L1 lost).
-    const AHEAD: isize = 32;
+    /// How many rows ahead a strip-writing tile fetches B into L1, and how many into L2. B's
+    /// rows there are the weight gradient's da, 4·G·H entries apart (4 KiB at LSTM H = 256),
+    /// so its lines fall into two sets of L1 (12 ways each): fetched into L1 much further
+    /// ahead, they are evicted before the tile reads them. (A measured choice:
+    /// `gemm_weight_grad_from_l3` 4–5% faster at 4 KiB apart than 32 rows ahead into L1 alone,
+    /// which was the earlier choice; 16 / 96 no better than that.)
+    const AHEAD: isize = 8;
+    const FAR_AHEAD: isize = 64;
 
     /// What a tile fetches ahead, besides what `STRIP` fetches: nothing, the next tile's panel
     /// of a prepacked A, or the rows [`FETCH_B_AHEAD`] ahead of a packed B.
@@ -883,8 +888,9 @@ mod avx512 {
     /// One R × 32 tile of C: R·2 accumulator registers, B's row loaded as two vectors, A's
     /// entries broadcast. The sum over p runs in increasing order, then is added to what
     /// `init` says. `FULL`: all 32 columns exist (m0 = m1 = all ones). `STRIP`: B is read in
-    /// place from memory, [`AHEAD`] rows ahead is fetched, and each row loaded is also
-    /// stored at `strip[p·NR..]` (on a cache line) for the tiles below this one. `FETCH`:
+    /// place from memory, fetched [`AHEAD`] rows ahead into L1 and [`FAR_AHEAD`] into L2,
+    /// and each row loaded is also stored at `strip[p·NR..]` (on a cache line) for the tiles
+    /// below this one. `FETCH`:
     /// [`FETCH_A`]: A is in panels, and the next tile's panel, which follows this one's, is
     /// fetched into L1 along the way, a line every other p; [`FETCH_B`]: B is in panels, and
     /// its row p + [`FETCH_B_AHEAD`] is fetched into L1 with row p. `PANEL_A`: A is in MR-row
@@ -921,6 +927,9 @@ mod avx512 {
                     let ahead = b.wrapping_offset((p + AHEAD) * b_rs);
                     _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
+                    let far = b.wrapping_offset((p + FAR_AHEAD) * b_rs);
+                    _mm_prefetch::<_MM_HINT_T1>(far as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(far.wrapping_add(16) as *const i8);
                     let dst = strip.offset(p * NR as isize);
                     _mm512_store_ps(dst, b0);
                     _mm512_store_ps(dst.add(16), b1);
