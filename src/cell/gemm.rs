@@ -914,8 +914,10 @@ mod avx512 {
         // one addressing mode, row + 4·p, and the loop adds nothing per row. The pointers go
         // through `black_box` because the compiler otherwise sees that they are a + i·a_rs
         // and recomputes them from each other in the loop, an add per row and p.)
-        let a_rows: [*const f32; R] =
-            std::array::from_fn(|i| std::hint::black_box(a.wrapping_offset(i as isize * a_rs)));
+        let a_rows: [*const f32; R] = std::array::from_fn(|i| match PANEL_A {
+            true => a,
+            false => std::hint::black_box(a.wrapping_offset(i as isize * a_rs)),
+        });
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
         for p in 0..k as isize {
