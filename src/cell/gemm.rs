@@ -682,9 +682,9 @@ mod avx512 {
             // (offset of column j0 per j0: panel jb = j0 / NR of a prepacked B starts at
             // b[jb·k·NR], and b_p is already at row p0 of it)
             let j0_step = if prepacked { k } else { 1 };
-            // (offset of row i0 per i0, and the row stride inside a tile when A is read in
-            // place: then its k stride is 1, since A strided along k is packed)
-            let (mut i0_step, t_rs) = (a_rs, a_rs);
+            // (offset of row i0 per i0; a tile reading A in place takes its rows a_rs apart,
+            // with k stride 1, since A strided along k is packed)
+            let mut i0_step = a_rs;
             let panel_a = prepacked_a || pack;
             if prepacked_a {
                 // this block's panels start at row p0 of a (which starts a KC block); the
@@ -732,7 +732,7 @@ mod avx512 {
                     let c_t = unsafe { c.offset(i0 as isize * c_rs).add(j0) };
                     // SAFETY: (i0, j0) is an entry of C, so of X's rows and W's columns
                     let t_init = unsafe { block_init.at(i0, j0) };
-                    let args = (kc, a_t, t_rs, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
+                    let args = (kc, a_t, a_rs, b_t, t_b_rs, c_t, c_rs, m0, m1, t_init);
                     // What comes from further away than L1, fetched ahead by the tile: a
                     // prepacked A (the weight gradients' [h | x | 1]) comes from L3 in the first
                     // column block of each KC block and from L2 after it, so in that block
@@ -751,31 +751,23 @@ mod avx512 {
                         // (each combination its own instance of the tile, so that a tile's loop
                         // holds only what it does; a prepacked B is never written to a strip)
                         macro_rules! dispatch {
-                            ($(($f:literal, $w:literal, $p:ident, $a:literal)),*) => {
-                                match (full, writes, fetch, panel_a) {
-                                    $(($f, $w, $p, $a) =>
-                                        tile_rows::<$f, $w, $p, $a>(rows, args, strip_to),)*
+                            ($(($w:literal, $p:ident, $a:literal)),*) => {
+                                match (writes, fetch, panel_a) {
+                                    $(($w, $p, $a) =>
+                                        tile_rows::<$w, $p, $a>(full, rows, args, strip_to),)*
                                     _ => unreachable!(),
                                 }
                             };
                         }
                         dispatch!(
-                            (true, false, FETCH_NONE, true),
-                            (false, false, FETCH_NONE, true),
-                            (true, false, FETCH_A, true),
-                            (false, false, FETCH_A, true),
-                            (true, true, FETCH_NONE, true),
-                            (false, true, FETCH_NONE, true),
-                            (true, true, FETCH_A, true),
-                            (false, true, FETCH_A, true),
-                            (true, false, FETCH_B, true),
-                            (false, false, FETCH_B, true),
-                            (true, false, FETCH_NONE, false),
-                            (false, false, FETCH_NONE, false),
-                            (true, true, FETCH_NONE, false),
-                            (false, true, FETCH_NONE, false),
-                            (true, false, FETCH_B, false),
-                            (false, false, FETCH_B, false)
+                            (false, FETCH_NONE, true),
+                            (false, FETCH_A, true),
+                            (true, FETCH_NONE, true),
+                            (true, FETCH_A, true),
+                            (false, FETCH_B, true),
+                            (false, FETCH_NONE, false),
+                            (true, FETCH_NONE, false),
+                            (false, FETCH_B, false)
                         )
                     }
                     i0 += MR;
@@ -835,29 +827,34 @@ mod avx512 {
         Init,
     );
 
-    /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows.
+    /// [`tile`] for `rows` (1 ≤ rows ≤ [`MR`]) rows, all 32 columns (`full`) or fewer.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_rows<
-        const FULL: bool,
-        const STRIP: bool,
-        const FETCH: u8,
-        const PANEL_A: bool,
-    >(
+    unsafe fn tile_rows<const STRIP: bool, const FETCH: u8, const PANEL_A: bool>(
+        full: bool,
         rows: usize,
         args: TileArgs,
         strip: *mut f32,
     ) {
+        macro_rules! by_rows {
+            ($full:literal) => {
+                match rows {
+                    8 => tile::<8, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    7 => tile::<7, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    6 => tile::<6, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    5 => tile::<5, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    4 => tile::<4, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    3 => tile::<3, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    2 => tile::<2, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                    _ => tile::<1, $full, STRIP, FETCH, PANEL_A>(args, strip),
+                }
+            };
+        }
         unsafe {
-            match rows {
-                8 => tile::<8, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                7 => tile::<7, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                6 => tile::<6, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                5 => tile::<5, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                4 => tile::<4, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                3 => tile::<3, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                2 => tile::<2, FULL, STRIP, FETCH, PANEL_A>(args, strip),
-                _ => tile::<1, FULL, STRIP, FETCH, PANEL_A>(args, strip),
+            if full {
+                by_rows!(true)
+            } else {
+                by_rows!(false)
             }
         }
     }
