@@ -238,59 +238,97 @@ fn gates_forward_body<F: Real>(
         let (g_r, rest) = g.split_at_mut(hidden);
         let (g_z, rest) = rest.split_at_mut(hidden);
         let (g_ahn, g_n) = rest.split_at_mut(hidden);
-        let (x3, a3, b3) = ([ax_r, ax_z, ax_n], [ah_r, ah_z, ah_n], [bh_r, bh_z, bh_n]);
-        // LANES units at a time through local arrays (see `simd::LANES`), then the rest
+        // Two sweeps over the row: first r and z, then n and h_t, reading r and z back from
+        // g's rows (in L1); the first also fetches the next step's rows. In one sweep a block
+        // of units carried ~190 cycles of dependent latency (σ, then the tanh of a sum with
+        // r, each an exp and a division), and the core kept only about two blocks in flight:
+        // ~90 cycles a block. Split, each chain is about half as long, and both sweeps took
+        // ~62 cycles a block (16 rows at H = 128, in L1; BENCHMARKS.md). Each sweep goes
+        // LANES units at a time through local arrays (see `simd::LANES`), whole blocks
+        // first, then the rest, written out so that the whole blocks have a constant length.
+        let (x, a, b) = ([ax_r, ax_z], [ah_r, ah_z], [bh_r, bh_z]);
         let mut j = 0;
         while j + LANES <= hidden {
             simd::prefetch_units([&g_r[..], g_z, g_ahn, g_n, h_out], next, j, LANES);
-            let g4 = [&mut *g_r, g_z, g_ahn, g_n];
-            forward_units(x3, a3, b3, h_prev, g4, h_out, j, LANES);
+            update_reset_units(x, a, b, [&mut *g_r, &mut *g_z], j, LANES);
             j += LANES;
         }
         if j < hidden {
             simd::prefetch_units([&g_r[..], g_z, g_ahn, g_n, h_out], next, j, hidden - j);
-            let g4 = [g_r, g_z, g_ahn, g_n];
-            forward_units(x3, a3, b3, h_prev, g4, h_out, j, hidden - j);
+            update_reset_units(x, a, b, [&mut *g_r, &mut *g_z], j, hidden - j);
+        }
+        let xab = [ax_n, ah_n, bh_n];
+        let mut j = 0;
+        while j + LANES <= hidden {
+            let (rz, g2) = ([&g_r[..], g_z], [&mut *g_ahn, &mut *g_n]);
+            candidate_units(xab, rz, h_prev, g2, h_out, j, LANES);
+            j += LANES;
+        }
+        if j < hidden {
+            let (rz, g2) = ([&g_r[..], g_z], [g_ahn, g_n]);
+            candidate_units(xab, rz, h_prev, g2, h_out, j, hidden - j);
         }
     }
 }
 
-/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`]: x = [ax_r ax_z
-/// ax_n], a = [ah_r ah_z ah_n], b = [bh_r bh_z bh_n] in; g = [r z ah_n n] and h_out out.
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`], its first sweep:
+/// x = [ax_r ax_z], a = [ah_r ah_z] (without b_hh), b = [bh_r bh_z] in; g = [r z] out.
+#[inline(always)]
+fn update_reset_units<F: Real>(
+    x: [&[F]; 2],
+    a: [&[F]; 2],
+    b: [&[F]; 2],
+    g: [&mut [F]; 2],
+    j: usize,
+    n: usize,
+) {
+    let r = j..j + n;
+    let [x_r, x_z] = x;
+    let [a_r, a_z] = a;
+    let [b_r, b_z] = b;
+    let [ux_r, ux_z, ua_r, ua_z, ub_r, ub_z] =
+        load_lanes([x_r, x_z, a_r, a_z, b_r, b_z], r.clone());
+    let mut out = [[F::zero(); LANES]; 2];
+    let [gr, gz] = &mut out;
+    for l in 0..LANES {
+        // r = σ(ax_r + ah_r)   z = σ(ax_z + ah_z)   (ah including b_hh)
+        gr[l] = (ux_r[l] + (ua_r[l] + ub_r[l])).sigmoid();
+        gz[l] = (ux_z[l] + (ua_z[l] + ub_z[l])).sigmoid();
+    }
+    store_lanes(g, r, &out);
+}
+
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`], its second sweep:
+/// xab = [ax_n ah_n bh_n] (ah_n without b_hn), rz = [r z] from the first sweep and h_{t−1}
+/// in; g = [ah_n n] (ah_n with b_hn) and h_out out.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn forward_units<F: Real>(
-    x: [&[F]; 3],
-    a: [&[F]; 3],
-    b: [&[F]; 3],
+fn candidate_units<F: Real>(
+    xab: [&[F]; 3],
+    rz: [&[F]; 2],
     h_prev: &[F],
-    g: [&mut [F]; 4],
+    g: [&mut [F]; 2],
     h_out: &mut [F],
     j: usize,
     n: usize,
 ) {
     let r = j..j + n;
     let one = F::one();
-    let [x_r, x_z, x_n] = x;
-    let [a_r, a_z, a_n] = a;
-    let [b_r, b_z, b_n] = b;
-    let srcs = [x_r, x_z, x_n, a_r, a_z, a_n, b_r, b_z, b_n, h_prev];
-    let [ux_r, ux_z, ux_n, ua_r, ua_z, ua_n, ub_r, ub_z, ub_n, uhp] = load_lanes(srcs, r.clone());
-    let mut out = [[F::zero(); LANES]; 5];
-    let [gr, gz, gahn, gn, uh] = &mut out;
+    let [x_n, a_n, b_n] = xab;
+    let [g_r, g_z] = rz;
+    let srcs = [x_n, a_n, b_n, g_r, g_z, h_prev];
+    let [ux_n, ua_n, ub_n, ur, uz, uhp] = load_lanes(srcs, r.clone());
+    let mut out = [[F::zero(); LANES]; 3];
+    let [gahn, gn, uh] = &mut out;
     for l in 0..LANES {
-        // r = σ(ax_r + ah_r)   z = σ(ax_z + ah_z)   (ah including b_hh)
-        let rr = (ux_r[l] + (ua_r[l] + ub_r[l])).sigmoid();
-        let z = (ux_z[l] + (ua_z[l] + ub_z[l])).sigmoid();
         // n = tanh(ax_n + r ⊙ ah_n), the reset gate on W_hn h + b_hn
-        let ahn = ua_n[l] + ub_n[l];
-        let nn = (ux_n[l] + rr * ahn).tanh_act();
+        gahn[l] = ua_n[l] + ub_n[l];
+        gn[l] = (ux_n[l] + ur[l] * gahn[l]).tanh_act();
         // h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}
-        uh[l] = (one - z) * nn + z * uhp[l];
-        (gr[l], gz[l], gahn[l], gn[l]) = (rr, z, ahn, nn);
+        uh[l] = (one - uz[l]) * gn[l] + uz[l] * uhp[l];
     }
-    store_lanes(g, r.clone(), &out[..4]);
-    store_lanes([h_out], r, &out[4..]);
+    store_lanes(g, r.clone(), &out[..2]);
+    store_lanes([h_out], r, &out[2..]);
 }
 
 /// Backward through time. `dh_out`: (T_out, B, H) gradient arriving at the last T_out

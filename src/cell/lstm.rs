@@ -214,25 +214,56 @@ fn gates_forward_body<F: Real>(
         let (a_i, rest) = a.split_at_mut(hidden);
         let (a_f, rest) = rest.split_at_mut(hidden);
         let (a_g, a_o) = rest.split_at_mut(hidden);
-        // LANES units at a time through local arrays (which nothing else can alias, so the
-        // compiler vectorises the unit loop), then the remaining units: the same arithmetic.
+        // Two sweeps over the row: first the four gates, in place, then c_t and h_t from
+        // them (read back from the row, in L1); the first also fetches the next step's rows.
+        // In one sweep a block of units carried a gate's exp and division and then c_t's
+        // tanh, with its own, as one chain of dependent latency, and ran at ~114 cycles a
+        // block; split, ~86 (16 rows at H = 128, in L1; see the GRU's forward pass and
+        // BENCHMARKS.md). Each sweep goes LANES units at a time through local arrays (which
+        // nothing else can alias, so the compiler vectorises the unit loop), then the rest.
         let mut j = 0;
         while j + LANES <= hidden {
             simd::prefetch_units([&a_i[..], a_f, a_g, a_o, c, h_out], next, j, LANES);
-            forward_units([a_i, a_f, a_g, a_o], c_prev, c, h_out, j, LANES);
+            activate_units([&mut *a_i, a_f, a_g, a_o], j, LANES);
             j += LANES;
         }
         if j < hidden {
             simd::prefetch_units([&a_i[..], a_f, a_g, a_o, c, h_out], next, j, hidden - j);
-            forward_units([a_i, a_f, a_g, a_o], c_prev, c, h_out, j, hidden - j);
+            activate_units([&mut *a_i, a_f, a_g, a_o], j, hidden - j);
+        }
+        let gates = [&a_i[..], a_f, a_g, a_o];
+        let mut j = 0;
+        while j + LANES <= hidden {
+            state_units(gates, c_prev, c, h_out, j, LANES);
+            j += LANES;
+        }
+        if j < hidden {
+            state_units(gates, c_prev, c, h_out, j, hidden - j);
         }
     }
 }
 
-/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`].
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`], its first sweep:
+/// the pre-activations [a_i a_f a_g a_o] in, the gates [i f g o] out, in place.
 #[inline(always)]
-fn forward_units<F: Real>(
-    a: [&mut [F]; 4],
+fn activate_units<F: Real>(a: [&mut [F]; 4], j: usize, n: usize) {
+    let r = j..j + n;
+    let [a_i, a_f, a_g, a_o] = a;
+    let mut u = load_lanes([&a_i[..], a_f, a_g, a_o], r.clone());
+    let [ui, uf, ug, uo] = &mut u;
+    for l in 0..LANES {
+        // i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
+        (ui[l], uf[l]) = (ui[l].sigmoid(), uf[l].sigmoid());
+        (ug[l], uo[l]) = (ug[l].tanh_act(), uo[l].sigmoid());
+    }
+    store_lanes([a_i, a_f, a_g, a_o], r, &u);
+}
+
+/// Units j … j+n−1 (n ≤ [`LANES`]) of one row of [`gates_forward_body`], its second sweep:
+/// the gates [i f g o] and c_{t−1} in, c_t and h_t out.
+#[inline(always)]
+fn state_units<F: Real>(
+    gates: [&[F]; 4],
     c_prev: &[F],
     c: &mut [F],
     h_out: &mut [F],
@@ -240,22 +271,16 @@ fn forward_units<F: Real>(
     n: usize,
 ) {
     let r = j..j + n;
-    let [a_i, a_f, a_g, a_o] = a;
-    let mut u = load_lanes([&a_i[..], a_f, a_g, a_o, c_prev], r.clone());
+    let [g_i, g_f, g_g, g_o] = gates;
+    let [ui, uf, ug, uo, ucp] = load_lanes([g_i, g_f, g_g, g_o, c_prev], r.clone());
     let mut out = [[F::zero(); LANES]; 2];
-    let [ui, uf, ug, uo, ucp] = &mut u;
     let [uc, uh] = &mut out;
     for l in 0..LANES {
-        // i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
-        let (i, f) = (ui[l].sigmoid(), uf[l].sigmoid());
-        let (g, o) = (ug[l].tanh_act(), uo[l].sigmoid());
-        (ui[l], uf[l], ug[l], uo[l]) = (i, f, g, o);
         // c_t = f ⊙ c_{t−1} + i ⊙ g
-        uc[l] = f * ucp[l] + i * g;
+        uc[l] = uf[l] * ucp[l] + ui[l] * ug[l];
         // h_t = o ⊙ tanh(c_t)
-        uh[l] = o * uc[l].tanh_act();
+        uh[l] = uo[l] * uc[l].tanh_act();
     }
-    store_lanes([a_i, a_f, a_g, a_o], r.clone(), &u[..4]);
     store_lanes([c, h_out], r, &out);
 }
 
