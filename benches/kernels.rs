@@ -238,6 +238,50 @@ fn fma_ceiling(bencher: Bencher) {
     }
 }
 
+/// Rows and units of the gate-pass benchmarks: one thread's chunk of a two-thread step at
+/// H = 128 (every operand in L1, so that what is timed is the pass's own work).
+const PASS_ROWS: usize = 16;
+const PASS_H: usize = 128;
+
+/// The GRU's forward gate pass alone over one chunk's step, counted in units (a block of 16
+/// units is 16 items). `fetch`: also fetching "the next step's rows" (here its own, already
+/// in L1: what the fetch instructions themselves cost).
+#[divan::bench(args = [false, true])]
+fn gate_pass_forward_gru(bencher: Bencher, fetch: bool) {
+    let (b, h) = (PASS_ROWS, PASS_H);
+    let ax = matrix(b, 3 * h, 0.3).into_raw_vec_and_offset().0;
+    let ah = matrix(b, 3 * h, 0.7).into_raw_vec_and_offset().0;
+    let b_hh = matrix(1, 3 * h, 0.4).into_raw_vec_and_offset().0;
+    let h_prev = matrix(b, h, 0.9).into_raw_vec_and_offset().0;
+    let (mut g, mut h_out) = (vec![0.0; b * 4 * h], vec![0.0; b * h]);
+    let next = fetch.then_some([0, 0]);
+    bencher
+        .counter(divan::counter::ItemsCount::new(b * h))
+        .bench_local(|| {
+            cell::bench_hooks::gru_gates_forward(
+                &ax, &ah, &b_hh, &h_prev, &mut g, &mut h_out, h, next,
+            )
+        });
+}
+
+/// The LSTM's forward gate pass alone, as [`gate_pass_forward_gru`]. (It works in place on
+/// the pre-activations, so every call starts from a copy of them; the copy is timed too.)
+#[divan::bench(args = [false, true])]
+fn gate_pass_forward_lstm(bencher: Bencher, fetch: bool) {
+    let (b, h) = (PASS_ROWS, PASS_H);
+    let a0 = matrix(b, 4 * h, 0.3).into_raw_vec_and_offset().0;
+    let c_prev = matrix(b, h, 0.9).into_raw_vec_and_offset().0;
+    let mut a = a0.clone();
+    let (mut c, mut h_out) = (vec![0.0; b * h], vec![0.0; b * h]);
+    let next = fetch.then_some([0, 0, 0]);
+    bencher
+        .counter(divan::counter::ItemsCount::new(b * h))
+        .bench_local(|| {
+            a.copy_from_slice(&a0);
+            cell::bench_hooks::lstm_gates_forward(&mut a, &c_prev, &mut c, &mut h_out, h, next)
+        });
+}
+
 #[divan::bench]
 fn exp_fast_4096(bencher: Bencher) {
     let x: Vec<f32> = (0..4096).map(|k| (k as f32 - 2048.0) * 0.01).collect();
