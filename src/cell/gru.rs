@@ -242,8 +242,9 @@ fn gates_forward_body<F: Real>(
         // g's rows (in L1); the first also fetches the next step's rows. In one sweep a block
         // of units carried ~190 cycles of dependent latency (σ, then the tanh of a sum with
         // r, each an exp and a division), and the core kept only about two blocks in flight:
-        // ~90 cycles a block. Split, each chain is about half as long, and both sweeps took
-        // ~62 cycles a block (16 rows at H = 128, in L1; BENCHMARKS.md). Each sweep goes
+        // ~90 cycles a block. Split, each chain is about half as long, and both sweeps take
+        // ~62 cycles a block (16 rows at H = 128, in L1: the kernel bench
+        // `gate_pass_forward_gru`; BENCHMARKS.md). Each sweep goes
         // LANES units at a time through local arrays (see `simd::LANES`), whole blocks
         // first, then the rest, written out so that the whole blocks have a constant length.
         let (x, a, b) = ([ax_r, ax_z], [ah_r, ah_z], [bh_r, bh_z]);

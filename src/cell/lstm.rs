@@ -218,8 +218,9 @@ fn gates_forward_body<F: Real>(
         // them (read back from the row, in L1); the first also fetches the next step's rows.
         // In one sweep a block of units carried a gate's exp and division and then c_t's
         // tanh, with its own, as one chain of dependent latency, and ran at ~114 cycles a
-        // block; split, ~86 (16 rows at H = 128, in L1; see the GRU's forward pass and
-        // BENCHMARKS.md). Each sweep goes LANES units at a time through local arrays (which
+        // block; split, ~86 (16 rows at H = 128, in L1: `gate_pass_forward_lstm`; see the
+        // GRU's forward pass and BENCHMARKS.md). Each sweep goes LANES units at a time
+        // through local arrays (which
         // nothing else can alias, so the compiler vectorises the unit loop), then the rest.
         let mut j = 0;
         while j + LANES <= hidden {

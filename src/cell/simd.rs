@@ -149,8 +149,9 @@ pub fn prefetch<F>(p: *const F, len: usize) {
         if len * std::mem::size_of::<F>() <= 64 {
             // At most 64 bytes (a block of a gate pass), so at most two lines: those of the
             // first and the last element, with no loop. (The loop below cost the GRU's
-            // forward pass ~17 cycles per 16 units, alone in L1: ~88 against ~66 without
-            // it, once the pass stopped waiting on its own latency; BENCHMARKS.md.)
+            // forward pass ~17 cycles per 16 units alone, ~88 against ~66 without any
+            // fetch, once the pass stopped waiting on its own latency: the kernel bench
+            // `gate_pass_forward_gru`, BENCHMARKS.md.)
             // SAFETY: prefetching is a hint; it never faults and has no visible effect.
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
@@ -202,6 +203,7 @@ mod tests {
         prefetch(v.as_ptr(), v.len());
         prefetch(v.as_ptr().wrapping_add(1 << 30), 4096);
         prefetch(std::ptr::null::<f64>(), 64);
+        prefetch(std::ptr::null::<f32>(), 16); // (the path for at most 64 bytes)
         prefetch(v.as_ptr(), 0);
         // (the next step's rows of the last step lie past the end of the cache)
         prefetch_units([&v[..50], &v[50..]], Some([1 << 20, -(1 << 40)]), 48, 2);
