@@ -258,9 +258,7 @@ fn gate_pass_forward_gru(bencher: Bencher, fetch: bool) {
     bencher
         .counter(divan::counter::ItemsCount::new(b * h))
         .bench_local(|| {
-            cell::bench_hooks::gru_gates_forward(
-                &ax, &ah, &b_hh, &h_prev, &mut g, &mut h_out, h, next,
-            )
+            cell::gru::gates_forward::<f32>(&ax, &ah, &b_hh, &h_prev, &mut g, &mut h_out, h, next)
         });
 }
 
@@ -278,7 +276,7 @@ fn gate_pass_forward_lstm(bencher: Bencher, fetch: bool) {
         .counter(divan::counter::ItemsCount::new(b * h))
         .bench_local(|| {
             a.copy_from_slice(&a0);
-            cell::bench_hooks::lstm_gates_forward(&mut a, &c_prev, &mut c, &mut h_out, h, next)
+            cell::lstm::gates_forward::<f32>(&mut a, &c_prev, &mut c, &mut h_out, h, next)
         });
 }
 

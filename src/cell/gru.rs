@@ -205,7 +205,8 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
     }
 }
 
-multiversion!(pub(crate) fn gates_forward<F: Real>(ax: &[F], ah: &[F], b_hh: &[F], h_prev: &[F], g: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 2]>) => gates_forward_body);
+// (public, hidden, for the kernel benchmark `gate_pass_forward_gru`)
+multiversion!(#[doc(hidden)] pub fn gates_forward<F: Real>(ax: &[F], ah: &[F], b_hh: &[F], h_prev: &[F], g: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 2]>) => gates_forward_body);
 
 /// One step's elementwise part, row by row: ax (b, 3H) = x_t W_ihᵀ + b_ih, ah (b, 3H) =
 /// h_{t−1} W_hhᵀ, b_hh (3H); writes [r z ah_n n] to g (b, 4H) and h_t to h_out (b, H).

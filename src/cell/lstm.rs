@@ -188,7 +188,8 @@ fn forward_rows<F: Real>(w: &StepWeights<F>, r: &mut FwdRows<'_, F>, steps: Rang
     }
 }
 
-multiversion!(pub(crate) fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 3]>) => gates_forward_body);
+// (public, hidden, for the kernel benchmark `gate_pass_forward_lstm`)
+multiversion!(#[doc(hidden)] pub fn gates_forward<F: Real>(a: &mut [F], c_prev: &[F], c: &mut [F], h_out: &mut [F], hidden: usize, next: Option<[isize; 3]>) => gates_forward_body);
 
 /// One step's elementwise part, row by row: a (b, 4H) holds [a_i a_f a_g a_o] and is
 /// overwritten with [i f g o]; writes c_t and h_t (b, H). `next`: the offsets from a, c and

@@ -41,39 +41,6 @@ pub mod simd;
 pub mod slices;
 pub mod team;
 
-/// The forward gate passes on their own, for `benches/kernels.rs` (not part of the API).
-#[doc(hidden)]
-pub mod bench_hooks {
-    /// The GRU's forward gate pass over rows of ax, ah (b, 3H), b_hh (3H), h_{t−1} (b, H)
-    /// into g (b, 4H) and h_t (b, H); `next`: the offsets of the rows it fetches.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gru_gates_forward(
-        ax: &[f32],
-        ah: &[f32],
-        b_hh: &[f32],
-        h_prev: &[f32],
-        g: &mut [f32],
-        h_out: &mut [f32],
-        hidden: usize,
-        next: Option<[isize; 2]>,
-    ) {
-        super::gru::gates_forward(ax, ah, b_hh, h_prev, g, h_out, hidden, next)
-    }
-
-    /// The LSTM's forward gate pass over rows of a (b, 4H), in place, c_{t−1} (b, H) into
-    /// c_t and h_t (b, H); `next`: the offsets of the rows it fetches.
-    pub fn lstm_gates_forward(
-        a: &mut [f32],
-        c_prev: &[f32],
-        c: &mut [f32],
-        h_out: &mut [f32],
-        hidden: usize,
-        next: Option<[isize; 3]>,
-    ) {
-        super::lstm::gates_forward(a, c_prev, c, h_out, hidden, next)
-    }
-}
-
 use crate::params::{CellKind, LayerParams};
 use crate::real::Real;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};

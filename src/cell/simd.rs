@@ -79,9 +79,10 @@ pub fn level() -> Level {
 
 /// `multiversion!(pub fn name<F: Real>(a: A, b: B) => body);` defines `name`, which calls
 /// the generic `#[inline(always)] fn body<F: Real>(a: A, b: B)` compiled for the best
-/// [`Level`] of this CPU.
+/// [`Level`] of this CPU. Attributes before `fn` (`#[doc(hidden)]`, say) go onto `name`.
 macro_rules! multiversion {
-    ($vis:vis fn $name:ident<F: Real>($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident<F: Real>($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$attr])*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name<F: $crate::real::Real>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
