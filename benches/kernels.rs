@@ -106,7 +106,7 @@ fn gemm_per_step_in_place(bencher: Bencher, shape: usize) {
 fn gemm_per_step_packed(bencher: Bencher, shape: usize) {
     let (_, m, k, n) = PER_STEP_SHAPES[shape];
     let (a, b) = (matrix(m, k, 0.3), matrix(k, n, 0.7));
-    let b = gemm::PackedB::new(b.view());
+    let b = gemm::PackedB::new(b.view(), 1);
     let mut c = Array2::<f32>::zeros((m, n));
     bencher
         .counter(divan::counter::ItemsCount::new(2 * m * n * k))
@@ -122,7 +122,7 @@ fn gemm_per_step_with_input_projection(bencher: Bencher, fused: bool) {
     let (m, k, n) = (B, 128, 512);
     let (x, w_ih_t, bias) = (matrix(m, I, 0.5), matrix(I, n, 0.1), matrix(1, n, 0.3));
     let (a, b) = (matrix(m, k, 0.3), matrix(k, n, 0.7));
-    let b = gemm::PackedB::new(b.view());
+    let b = gemm::PackedB::new(b.view(), 1);
     let affine = gemm::Affine {
         x: x.view(),
         w: w_ih_t.view(),

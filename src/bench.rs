@@ -228,10 +228,11 @@ impl StepBench {
         };
         let model = new_model(&task, &cfg);
         let batch = task.sample(&mut ChaCha8Rng::seed_from_u64(0), config.batch);
-        let opt = Optimizer::new(
+        let mut opt = Optimizer::new(
             OptimizerKind::by_name("adam", 0.0).expect("adam exists"),
             1e-3,
         );
+        opt.threads = threads;
         StepBench {
             model,
             batch,
@@ -340,7 +341,7 @@ pub fn matmul_gflops(m: usize, n: usize, k: usize, a_transposed: bool, threads: 
             };
             let a = if a_transposed { a.reversed_axes() } else { a };
             let b = Array2::<f32>::from_shape_fn((k, n), |(i, j)| ((i + 3 * j) % 11) as f32 * 0.1);
-            let packed = gemm::PackedB::new(b.view());
+            let packed = gemm::PackedB::new(b.view(), 1);
             let mut c = Array2::<f32>::zeros((m, n));
             (0..ROUNDS)
                 .map(|_| {

@@ -268,6 +268,7 @@ pub fn train(
         .probe_every
         .map(|_| probe_batch(task, cfg.data_seed, cfg.probe_size));
     let mut opt = Optimizer::new(cfg.optimizer, cfg.lr);
+    opt.threads = threads.max(1);
     let mut metrics = Vec::new();
     let mut probes = Vec::new();
     let mut losses = Vec::with_capacity(cfg.steps);

@@ -116,7 +116,7 @@ pub fn forward_masked<F: Real>(
     let x = x_own;
     let w = StepWeights {
         w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
-        w_hh_t: gemm::PackedB::new(p.weight_hh.t()),
+        w_hh_t: gemm::PackedB::new(p.weight_hh.t(), threads),
         b_ih: p.bias_ih.clone(),
         b_hh: p.bias_hh.clone(),
     };
@@ -373,7 +373,7 @@ pub fn backward<F: Real>(
             mask,
         })
         .collect();
-    let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (3H, H)
+    let w_hh = gemm::PackedB::new(p.weight_hh.view(), how.threads); // (3H, H)
     slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
         backward_rows(&w_hh, rows, steps)
     });
@@ -395,8 +395,8 @@ pub fn backward<F: Real>(
         .expect("same rows")
     };
     let params = LayerParams {
-        weight_ih: super::transposed(input_cols(prod.slice(s![h..h + i, ..])).view()),
-        weight_hh: super::transposed(prod.slice(s![..h, ..3 * h])),
+        weight_ih: super::transposed(input_cols(prod.slice(s![h..h + i, ..])).view(), how.threads),
+        weight_hh: super::transposed(prod.slice(s![..h, ..3 * h]), how.threads),
         bias_ih: input_cols(prod.slice(s![h + i..h + i + 1, ..]))
             .row(0)
             .to_owned(),

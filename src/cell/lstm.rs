@@ -101,7 +101,7 @@ pub fn forward_masked<F: Real>(
     let x = x_own;
     let w = StepWeights {
         w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
-        w_hh_t: gemm::PackedB::new(p.weight_hh.t()),
+        w_hh_t: gemm::PackedB::new(p.weight_hh.t(), threads),
         bias: &p.bias_ih + &p.bias_hh,
     };
     let mut gates = pool::take((t_len, b, 4 * h));
@@ -336,7 +336,7 @@ pub fn backward<F: Real>(
             },
         )
         .collect();
-    let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (4H, H)
+    let w_hh = gemm::PackedB::new(p.weight_hh.view(), how.threads); // (4H, H)
     slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
         backward_rows(&w_hh, rows, steps)
     });

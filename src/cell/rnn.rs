@@ -88,7 +88,7 @@ pub fn forward_masked<F: Real>(
     let x = x_own;
     let w = StepWeights {
         w_ih_t: p.weight_ih.t().as_standard_layout().into_owned(),
-        w_hh_t: gemm::PackedB::new(p.weight_hh.t()),
+        w_hh_t: gemm::PackedB::new(p.weight_hh.t(), threads),
         bias: &p.bias_ih + &p.bias_hh,
         activation,
     };
@@ -211,7 +211,7 @@ pub fn backward<F: Real>(
             mask,
         })
         .collect();
-    let w_hh = gemm::PackedB::new(p.weight_hh.view()); // (H, H)
+    let w_hh = gemm::PackedB::new(p.weight_hh.view(), how.threads); // (H, H)
     slices::run_backward(chunks, t_len, how.threads, |rows, steps| {
         backward_rows(&w_hh, activation, rows, steps)
     });

@@ -36,6 +36,7 @@ pub fn step_ms(
     let ids = Array2::from_shape_simple_fn((t, b), || rng.random_range(1..vocab as u32));
     let labels = Array1::from_shape_simple_fn(b, || rng.random_range(0..classes as i64));
     let mut opt = Optimizer::new(file.fit.optimizer().expect("validated"), file.fit.lr);
+    opt.threads = threads.max(1);
     let mut dropout = ChaCha8Rng::seed_from_u64(1);
     let step = || {
         let (_, _, grads) =

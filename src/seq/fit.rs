@@ -127,6 +127,7 @@ pub fn fit(
     let mut order_rng = stream(cfg.seed, 1);
     let mut dropout_rng = stream(cfg.seed, 2);
     let mut opt = Optimizer::new(cfg.optimizer, cfg.lr);
+    opt.threads = cfg.threads.max(1);
     let mut history = Vec::new();
     let mut best = (f64::INFINITY, 0usize, model.clone());
     let mut outcome = FitOutcome::Finished;
