@@ -179,24 +179,25 @@ impl Optimizer {
         );
         self.step += 1;
         let rule = Rule::new(self.kind, self.lr, self.step);
-        // (parameter, first moment, second moment, gradient) of every tensor whose four arrays
-        // are contiguous; any other tensor entry by entry here (a 4-way IxDyn Zip does not
-        // vectorise, so the rest go through slices)
+        // (parameter, first moment, second moment, gradient) as slices for every tensor whose
+        // parameter and gradient are contiguous (the moments, owned, always are); any other
+        // tensor entry by entry here (a 4-way IxDyn Zip does not vectorise)
         let mut slices = Vec::new();
         for (((p, g), m), v) in pairs.iter_mut().zip(&mut self.m).zip(&mut self.v) {
-            let contiguous = [p.as_slice(), m.as_slice(), v.as_slice(), g.as_slice()];
-            if contiguous.iter().all(Option::is_some) {
-                let p = p.as_slice_mut().expect("contiguous");
-                let (m, v) = (m.as_slice_mut(), v.as_slice_mut());
-                let (m, v) = (m.expect("contiguous"), v.expect("contiguous"));
-                slices.push((p, m, v, g.as_slice().expect("contiguous")));
-                continue;
+            if p.as_slice().is_some() && g.as_slice().is_some() {
+                slices.push((
+                    p.as_slice_mut().expect("contiguous"),
+                    m.as_slice_mut().expect("an owned array"),
+                    v.as_slice_mut().expect("an owned array"),
+                    g.as_slice().expect("contiguous"),
+                ));
+            } else {
+                Zip::from(p)
+                    .and(m)
+                    .and(v)
+                    .and(&*g)
+                    .for_each(|p, m, v, &g| rule.apply(p, m, v, g));
             }
-            Zip::from(p)
-                .and(m)
-                .and(v)
-                .and(&*g)
-                .for_each(|p, m, v, &g| rule.apply(p, m, v, g));
         }
         let total: usize = slices.iter().map(|(p, ..)| p.len()).sum();
         let threads = if total < PARALLEL_FROM {
@@ -204,7 +205,7 @@ impl Optimizer {
         } else {
             self.threads.max(1)
         };
-        let work = share_out(slices, total.div_ceil(threads), threads);
+        let work = share_out(slices, threads);
         crate::cell::run_parallel(work, |pieces| {
             for (p, m, v, g) in pieces {
                 rule.apply_slices(p, m, v, g);
@@ -220,29 +221,26 @@ const PARALLEL_FROM: usize = 1 << 15;
 /// The (parameter, first moment, second moment, gradient) slices of the tensors, in order.
 type Slices<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a [f32]);
 
-/// `slices` cut into `parts` lists of pieces of about `per` entries each, in order (a tensor
-/// may be cut between two parts).
-fn share_out(slices: Vec<Slices<'_>>, per: usize, parts: usize) -> Vec<Vec<Slices<'_>>> {
-    let mut out: Vec<Vec<Slices>> = vec![Vec::new()];
-    let mut room = per.max(1);
+/// `slices` cut, in order, into at most `parts` lists of pieces of equal total length (the
+/// last shorter; a tensor may be cut between two lists).
+fn share_out(slices: Vec<Slices<'_>>, parts: usize) -> Vec<Vec<Slices<'_>>> {
+    let total: usize = slices.iter().map(|(p, ..)| p.len()).sum();
+    let per = total.div_ceil(parts.max(1)).max(1);
+    let (mut out, mut room): (Vec<Vec<Slices>>, usize) = (vec![Vec::new()], per);
     for (mut p, mut m, mut v, mut g) in slices {
         while !p.is_empty() {
-            if room == 0 && out.len() < parts {
+            if room == 0 {
                 out.push(Vec::new());
-                room = per.max(1);
+                room = per;
             }
-            let n = if out.len() < parts {
-                room.min(p.len())
-            } else {
-                p.len()
-            };
+            let n = room.min(p.len());
             let (p0, p1) = p.split_at_mut(n);
             let (m0, m1) = m.split_at_mut(n);
             let (v0, v1) = v.split_at_mut(n);
             let (g0, g1) = g.split_at(n);
-            out.last_mut().expect("a part").push((p0, m0, v0, g0));
+            out.last_mut().expect("a list").push((p0, m0, v0, g0));
             (p, m, v, g) = (p1, m1, v1, g1);
-            room = room.saturating_sub(n);
+            room -= n;
         }
     }
     out
@@ -424,11 +422,12 @@ mod tests {
     /// The parts cover every entry once, in order, and there are at most `parts` of them.
     #[test]
     fn share_out_covers_every_entry_in_order() {
-        for (sizes, per, parts) in [
-            (vec![5, 0, 17, 3], 7, 4),
-            (vec![10], 3, 2),
-            (vec![4, 4], 4, 2),
-            (vec![], 1, 3),
+        for (sizes, parts) in [
+            (vec![5, 0, 17, 3], 4),
+            (vec![10], 3),
+            (vec![4, 4], 2),
+            (vec![7], 1),
+            (vec![], 3),
         ] {
             let mut data: Vec<Vec<f32>> = sizes
                 .iter()
@@ -443,7 +442,7 @@ mod tests {
                 .zip(&g)
                 .map(|(((p, m), v), g)| (&mut p[..], &mut m[..], &mut v[..], &g[..]))
                 .collect();
-            let out = share_out(slices, per, parts);
+            let out = share_out(slices, parts);
             assert!(out.len() <= parts.max(1));
             let flat: Vec<f32> = out
                 .iter()
@@ -451,7 +450,7 @@ mod tests {
                 .flat_map(|(p, ..)| p.iter().copied())
                 .collect();
             let want: Vec<f32> = g.iter().flatten().copied().collect();
-            assert_eq!(flat, want, "{sizes:?} per {per} parts {parts}");
+            assert_eq!(flat, want, "{sizes:?} in {parts} parts");
         }
     }
 

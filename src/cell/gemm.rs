@@ -94,21 +94,12 @@ impl<F: Real> PackedB<F> {
         // from the buffer pool (see [`Self::recycle`]); every entry but the padding is
         // written below
         let mut panels = super::pool::take::<F, _, _>(n.div_ceil(NR) * k * NR);
-        if k > 0 {
-            let count = n.div_ceil(NR);
-            let per_job = if k * n < super::PARALLEL_COPY_FROM {
-                count
-            } else {
-                count.div_ceil(threads.max(1))
-            };
-            let all = panels.as_slice_mut().expect("fresh array");
-            let jobs: Vec<_> = all.chunks_mut(per_job * k * NR).enumerate().collect();
-            super::run_parallel(jobs, |(job, part)| {
-                for (q, panel) in part.chunks_mut(k * NR).enumerate() {
-                    pack_panel(b, (job * per_job + q) * NR, panel);
-                }
-            });
-        }
+        let all = panels.as_slice_mut().expect("fresh array");
+        super::copy_in_parallel(all, k * NR, 1, threads, |first, panels| {
+            for (q, panel) in panels.chunks_mut(k * NR).enumerate() {
+                pack_panel(b, (first + q) * NR, panel);
+            }
+        });
         PackedB(Packing::Panels { panels, k, n })
     }
 

@@ -327,6 +327,34 @@ pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {
     });
 }
 
+/// A copy into `data`, made of units of `unit` entries each (a panel, a row), shared out
+/// among `threads` threads in runs of whole units, a multiple of `granule` units each (the
+/// last run shorter): `job(first, run)` fills the units from number `first` on. Copies of
+/// fewer than [`PARALLEL_COPY_FROM`] entries run on the calling thread alone.
+pub(crate) fn copy_in_parallel<F: Send>(
+    data: &mut [F],
+    unit: usize,
+    granule: usize,
+    threads: usize,
+    job: impl Fn(usize, &mut [F]) + Sync,
+) {
+    if data.is_empty() {
+        return;
+    }
+    let units = data.len() / unit;
+    let per_run = if data.len() < PARALLEL_COPY_FROM {
+        units
+    } else {
+        units.div_ceil(threads.max(1)).next_multiple_of(granule)
+    };
+    let runs: Vec<_> = data.chunks_mut(per_run * unit).enumerate().collect();
+    run_parallel(runs, |(r, run)| job(r * per_run, run));
+}
+
+/// Entries from which [`copy_in_parallel`] shares a copy (a transpose, a packing of
+/// weights) out among the threads: below it, waking a helper costs about what it saves.
+pub(crate) const PARALLEL_COPY_FROM: usize = 1 << 14;
+
 /// a = x_t W_ihᵀ + (b_ih + b_hh) for one step's block of rows: `x` (b, I), `w_ih_t` (I, G·H),
 /// `bias` (G·H), `a` (b, G·H) overwritten. For the small inputs of the tasks (I ≤ 16) one
 /// fused pass, bias + Σ_c x[r, c]·W_ihᵀ[c, :] in order of c ([`gemm::Affine`]); otherwise a
@@ -547,20 +575,10 @@ pub(crate) fn transposed<F: Real>(a: ArrayView2<F>, threads: usize) -> Array2<F>
         return a.t().as_standard_layout().into_owned(); // rows with a stride
     };
     let mut t = Array2::<F>::zeros((n, m));
-    // (whole tiles of aᵀ's rows per thread; small transposes on the calling thread alone)
-    let per_job = if n * m < PARALLEL_COPY_FROM {
-        n.max(1)
-    } else {
-        n.div_ceil(threads.max(1)).next_multiple_of(TILE)
-    };
-    let jobs: Vec<_> = t
-        .as_slice_mut()
-        .expect("fresh array")
-        .chunks_mut((per_job * m).max(1))
-        .enumerate()
-        .collect();
-    run_parallel(jobs, |(job, dst)| {
-        let cols = job * per_job..(job * per_job + per_job).min(n);
+    // rows j of aᵀ (columns of a) in runs of whole tiles
+    let dst = t.as_slice_mut().expect("fresh array");
+    copy_in_parallel(dst, m, TILE, threads, |first, dst| {
+        let cols = first..first + dst.len() / m;
         for (i0, tile_rows) in rows.chunks(TILE).enumerate() {
             for j0 in cols.clone().step_by(TILE) {
                 let j1 = (j0 + TILE).min(cols.end);
@@ -575,10 +593,6 @@ pub(crate) fn transposed<F: Real>(a: ArrayView2<F>, threads: usize) -> Array2<F>
     });
     t
 }
-
-/// Entries from which a copy (a transpose, a packing of weights) is shared out among the
-/// threads: below it, waking a helper costs about what it saves.
-pub(crate) const PARALLEL_COPY_FROM: usize = 1 << 14;
 
 /// The data of a block of rows (contiguous: a row range of one step).
 pub(crate) fn slice<'a, F, D: ndarray::Dimension>(v: &'a ndarray::ArrayView<'_, F, D>) -> &'a [F] {
