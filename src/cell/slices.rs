@@ -13,7 +13,8 @@
 //! is at most one slice.
 //!
 //! The weight-gradient product after the loop is scheduled the same way (`grad_product`):
-//! its chunks are column blocks, its "steps" the 256-deep blocks of the sum over T·B.
+//! its chunks are pieces of the sum over T·B (with groups of columns when there are more
+//! threads than pieces), its "steps" the 256-deep blocks of a piece.
 //!
 //! Which thread runs which slice varies from run to run, but no number depends on it: each
 //! row's arithmetic is the same whatever chunk it is in and whoever advances it, so results
