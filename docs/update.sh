@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerates the chart copies shown in the README from default runs of the three experiments
-# (about 2 + 0.5 + 6 minutes on 2 cores).
+# (about 1 + 0.2 + 2 minutes on 2 cores).
 set -e
 cd "$(dirname "$0")/.."
 cargo run --release -- experiment vanishing
