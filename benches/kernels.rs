@@ -144,7 +144,7 @@ fn gemm_per_step_with_input_projection(bencher: Bencher, fused: bool) {
 /// A (k, m) built into the weight-gradient product's layout, as the cells build [h | x | 1].
 fn packed_at(a: &Array2<f32>) -> gemm::PackedAt<f32> {
     let (k, m) = a.dim();
-    gemm::PackedAt::build(k, m, 1, |p, dst| {
+    gemm::PackedAt::build(k, m, 1, 1, |p, dst| {
         dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
     })
 }

@@ -27,6 +27,7 @@ use crate::real::Real;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 use std::any::TypeId;
+use std::ops::Range;
 
 /// Rows of C per register tile.
 pub const MR: usize = 8;
@@ -147,60 +148,86 @@ fn pack_panel<F: Real>(b: ArrayView2<F>, j0: usize, panel: &mut [F]) {
 /// over all T·B rows and the sum over those k rows: built once per backward pass, row by row,
 /// and read by every thread.
 ///
+/// The rows are cut into pieces, fixed by the shape alone ([`PackedAt::piece`]), and each
+/// piece into [`KC`]-deep blocks from its first row on (the last block of a piece shorter):
+/// the sum over k runs block by block, and a product may be cut along k wherever a block ends.
 /// On the fast path (f32, AVX-512) A goes straight into the layout the kernel would copy it
-/// into for every product: for each [`KC`]-deep block of rows, [`MR`]-column panels of Aᵀ,
+/// into for every product: for each block, [`MR`]-column panels of Aᵀ,
 /// `panel[i / MR][p][i % MR] = A(p, i)` (the last panel zero-padded). The threads, which
-/// split the product by the columns of B, then share one copy instead of each packing all of
-/// A, and the product can be cut into KC-aligned pieces of k ([`mat_mul_at`]) at no cost.
-/// Elsewhere A is kept as it is and the product is ndarray's.
+/// split the product by the columns of B or by pieces of k, then share one copy instead of
+/// each packing all of A. Elsewhere A is kept as it is and the product is ndarray's.
 #[derive(Clone, Debug)]
-pub struct PackedAt<F>(APacking<F>);
+pub struct PackedAt<F> {
+    data: APacking<F>,
+    k: usize,
+    m: usize,
+    pieces: usize,
+}
 
 /// What [`PackedAt`] holds (private: the kernel trusts the panels' size).
 #[derive(Clone, Debug)]
 enum APacking<F> {
     /// A itself, (k, m).
     Plain(Array2<F>),
-    /// The panels of every KC block, k·⌈m / MR⌉·MR entries; block p0 starts at p0·⌈m / MR⌉·MR.
-    /// (The padding rows of the last panel are never read.)
-    Panels {
-        panels: ndarray::Array1<F>,
-        k: usize,
-        m: usize,
-    },
+    /// The panels of every block, k·⌈m / MR⌉·MR entries; the block from row p0 on starts at
+    /// entry p0·⌈m / MR⌉·MR. (The padding rows of the last panel are never read.)
+    Panels(ndarray::Array1<F>),
 }
 
 impl<F: Real> PackedAt<F> {
-    /// A (k, m) with row p written by `row(p, dst)` (dst: m entries), rows split over
-    /// `threads` threads in whole KC blocks.
-    pub fn build(k: usize, m: usize, threads: usize, row: impl Fn(usize, &mut [F]) + Sync) -> Self {
-        let blocks = k.div_ceil(KC).max(1);
-        let per_thread = blocks.div_ceil(threads.max(1)); // KC blocks per thread
+    /// A (k, m) cut into `pieces` pieces (at least one; at most k unless k is 0), with row p
+    /// written by `row(p, dst)` (dst: m entries), the blocks shared out among `threads`
+    /// threads in runs of whole blocks.
+    pub fn build(
+        k: usize,
+        m: usize,
+        pieces: usize,
+        threads: usize,
+        row: impl Fn(usize, &mut [F]) + Sync,
+    ) -> Self {
+        assert!(
+            pieces >= 1 && (pieces <= k || pieces == 1),
+            "PackedAt: {k} rows cannot be cut into {pieces} pieces"
+        );
+        let mut packed = PackedAt {
+            data: APacking::Panels(ndarray::Array1::zeros(0)),
+            k,
+            m,
+            pieces,
+        };
+        let blocks: Vec<_> = (0..pieces).flat_map(|p| packed.blocks(p)).collect();
+        let runs: Vec<&[Range<usize>]> = blocks
+            .chunks(blocks.len().div_ceil(threads.max(1)).max(1))
+            .collect();
+        let run_rows = |run: &[Range<usize>]| run[run.len() - 1].end - run[0].start;
         if !kernel_runs::<F>() {
             let mut a: Array2<F> = super::pool::take((k, m)); // every row written below
-            let jobs: Vec<_> = a
-                .axis_chunks_iter_mut(ndarray::Axis(0), per_thread * KC)
-                .enumerate()
-                .collect();
-            super::run_parallel(jobs, |(jb, mut rows)| {
+            let mut jobs = Vec::new();
+            let mut rest = a.view_mut();
+            for run in &runs {
+                let (mine, next) = rest.split_at(ndarray::Axis(0), run_rows(run));
+                jobs.push((run[0].start, mine));
+                rest = next;
+            }
+            super::run_parallel(jobs, |(p0, mut rows)| {
                 for (r, mut dst) in rows.rows_mut().into_iter().enumerate() {
-                    row(
-                        jb * per_thread * KC + r,
-                        dst.as_slice_mut().expect("standard layout"),
-                    );
+                    row(p0 + r, dst.as_slice_mut().expect("standard layout"));
                 }
             });
-            return PackedAt(APacking::Plain(a));
+            packed.data = APacking::Plain(a);
+            return packed;
         }
         let m_pad = m.div_ceil(MR) * MR;
         // from the buffer pool: a fresh one would cost a page fault per 4 KiB every step
         let mut panels: ndarray::Array1<F> = super::pool::take(k * m_pad);
-        let all = panels.as_slice_mut().expect("fresh array");
-        let jobs: Vec<_> = all
-            .chunks_mut((per_thread * KC * m_pad).max(1))
-            .enumerate()
-            .collect();
-        super::run_parallel(jobs, |(jb, part)| {
+        let mut jobs = Vec::new();
+        let mut rest = panels.as_slice_mut().expect("fresh array");
+        for run in runs {
+            let (mine, next) = std::mem::take(&mut rest).split_at_mut(run_rows(run) * m_pad);
+            jobs.push((run, mine));
+            rest = next;
+        }
+        super::run_parallel(jobs, |(run, mut part)| {
             // BUILD_ROWS rows of A at a time into a buffer (rows padded to m_pad), then from
             // it into the panels one panel after the other: each panel gets BUILD_ROWS·MR
             // entries in one sequential run. Scattering each row straight into its ⌈m / MR⌉
@@ -209,17 +236,18 @@ impl<F: Real> PackedAt<F> {
             // This order made RNN H = 128 steps 4–5% faster, LSTM and GRU steps 1–1.5%
             // (BENCHMARKS.md).
             let mut buf = vec![F::zero(); BUILD_ROWS * m_pad];
-            for (b, block) in part.chunks_mut(KC * m_pad).enumerate() {
-                let p0 = (jb * per_thread + b) * KC;
-                let kc = block.len() / m_pad;
+            for rows in run {
+                let kc = rows.len();
+                let (block, next) = std::mem::take(&mut part).split_at_mut(kc * m_pad);
+                part = next;
                 for q0 in (0..kc).step_by(BUILD_ROWS) {
-                    let rows = BUILD_ROWS.min(kc - q0);
-                    for (q, dst) in buf.chunks_exact_mut(m_pad).take(rows).enumerate() {
-                        row(p0 + q0 + q, &mut dst[..m]);
+                    let n_rows = BUILD_ROWS.min(kc - q0);
+                    for (q, dst) in buf.chunks_exact_mut(m_pad).take(n_rows).enumerate() {
+                        row(rows.start + q0 + q, &mut dst[..m]);
                     }
                     for (ib, panel) in block.chunks_mut(MR * kc).enumerate() {
                         let c0 = ib * MR;
-                        let panel = &mut panel[q0 * MR..(q0 + rows) * MR];
+                        let panel = &mut panel[q0 * MR..(q0 + n_rows) * MR];
                         // (whole MR-entry pieces: the last panel's padding gets the buffer's,
                         // never read)
                         for (dst, src) in panel.chunks_exact_mut(MR).zip(buf.chunks_exact(m_pad)) {
@@ -230,33 +258,60 @@ impl<F: Real> PackedAt<F> {
                 }
             }
         });
-        PackedAt(APacking::Panels { panels, k, m })
+        packed.data = APacking::Panels(panels);
+        packed
     }
 
     /// Hands the buffer back to the pool (see [`super::pool`]).
     pub fn recycle(self) {
-        match self.0 {
+        match self.data {
             APacking::Plain(a) => super::pool::recycle(a),
-            APacking::Panels { panels, .. } => super::pool::recycle(panels),
+            APacking::Panels(panels) => super::pool::recycle(panels),
         }
     }
 
     /// (k, m)
     pub fn dim(&self) -> (usize, usize) {
-        match &self.0 {
-            APacking::Plain(a) => a.dim(),
-            APacking::Panels { k, m, .. } => (*k, *m),
-        }
+        (self.k, self.m)
+    }
+
+    /// How many pieces the rows are cut into.
+    pub fn pieces(&self) -> usize {
+        self.pieces
+    }
+
+    /// The rows of piece `p`: p·k / pieces … (p + 1)·k / pieces.
+    pub fn piece(&self, p: usize) -> Range<usize> {
+        p * self.k / self.pieces..(p + 1) * self.k / self.pieces
+    }
+
+    /// The blocks of piece `p`: KC rows each from its first row on, the last shorter.
+    fn blocks(&self, p: usize) -> impl Iterator<Item = Range<usize>> + use<F> {
+        let rows = self.piece(p);
+        (rows.start..rows.end)
+            .step_by(KC)
+            .map(move |p0| p0..(p0 + KC).min(rows.end))
+    }
+
+    /// True if `ks` is a run of whole blocks of one piece (or empty).
+    fn is_blocks(&self, ks: &Range<usize>) -> bool {
+        ks.is_empty() && ks.start <= self.k
+            || (0..self.pieces).map(|p| self.piece(p)).any(|piece| {
+                piece.start <= ks.start
+                    && ks.end <= piece.end
+                    && (ks.start - piece.start).is_multiple_of(KC)
+                    && ((ks.end - piece.start).is_multiple_of(KC) || ks.end == piece.end)
+            })
     }
 }
 
-/// C (m − `col0`, n) ← `A[ks, col0..]ᵀ·B` (+ C): the sum over the rows `ks` of A (`ks.start`
-/// a multiple of [`KC`]), with B (|ks|, n) holding the same rows, for the columns of A from
-/// `col0` on (a multiple of [`MR`], or m: a product that needs only some rows of the result
-/// skips the others). Cutting a product over k at multiples of KC and accumulating the
-/// pieces in order gives bit-identical results on the fast path (the kernel adds each KC
-/// block into C in turn anyway); see [`splits_k_exactly`]. Every entry is the same whatever
-/// `col0`.
+/// C (m − `col0`, n) ← `A[ks, col0..]ᵀ·B` (+ C): the sum over the rows `ks` of A (a run of
+/// whole blocks of one piece, see [`PackedAt`]), with B (|ks|, n) holding the same rows, for
+/// the columns of A from `col0` on (a multiple of [`MR`], or m: a product that needs only some
+/// rows of the result skips the others). Cutting a product over k at the blocks' bounds and
+/// accumulating the parts in order gives bit-identical results on the fast path (the kernel
+/// adds each block into C in turn anyway); see [`splits_k_exactly`]. Every entry is the same
+/// whatever `col0`.
 pub fn mat_mul_at<F: Real>(
     a: &PackedAt<F>,
     ks: std::ops::Range<usize>,
@@ -268,8 +323,7 @@ pub fn mat_mul_at<F: Real>(
     let (k, m_all) = a.dim();
     let n = b.ncols();
     assert!(
-        ks.start.is_multiple_of(KC)
-            && ks.end <= k
+        a.is_blocks(&ks)
             && (col0.is_multiple_of(MR) || col0 == m_all)
             && col0 <= m_all
             && b.nrows() == ks.len()
@@ -279,12 +333,12 @@ pub fn mat_mul_at<F: Real>(
         c.dim()
     );
     let m = m_all - col0;
-    let panels = match &a.0 {
+    let panels = match &a.data {
         APacking::Plain(a) => {
             let a = a.slice(ndarray::s![ks, col0..]);
             return mat_mul(&a.t(), b, accumulate, c);
         }
-        APacking::Panels { panels, .. } => panels,
+        APacking::Panels(panels) => panels,
     };
     if empty_product((m, n, ks.len()), accumulate, c) {
         return;
@@ -298,8 +352,9 @@ pub fn mat_mul_at<F: Real>(
     );
     let m_pad = m_all.div_ceil(MR) * MR;
     // SAFETY: panels are only made for f32 with AVX-512, so F is f32 and the kernel may run;
-    // they hold every KC block of k rows of ⌈m_all / MR⌉ panels, and block ks.start begins at
-    // entry ks.start·m_pad; col0 starts a panel; B and C are valid views of the asserted
+    // they hold every block of k rows of ⌈m_all / MR⌉ panels, ks is a run of whole blocks of
+    // one piece, KC deep from its first on, and the one from row ks.start on begins at entry
+    // ks.start·m_pad; col0 starts a panel; B and C are valid views of the asserted
     // shapes.
     unsafe {
         avx512::gemm(
@@ -594,9 +649,9 @@ impl Init {
 enum ALayout {
     /// With these row and k strides: A(i, p) = ptr[i·rs + p·ks].
     Strided(*const f32, isize, isize),
-    /// [`PackedAt`]'s panels (of all its m_pad columns), from a row that starts a KC block,
-    /// read from column `col0` (a multiple of MR) on: A(i, p) for p in the block starting at
-    /// p0 and kc deep = ptr[p0·m_pad + ((col0 + i) / MR)·MR·kc + (p − p0)·MR + i % MR].
+    /// [`PackedAt`]'s panels (of all its m_pad columns), from a row that starts a block (the
+    /// blocks KC deep from there on, the last possibly shorter), read from column `col0` (a
+    /// multiple of MR) on: A(i, p) for p in the block starting at p0 and kc deep = ptr[p0·m_pad + ((col0 + i) / MR)·MR·kc + (p − p0)·MR + i % MR].
     Panels {
         ptr: *const f32,
         m_pad: usize,
@@ -698,7 +753,7 @@ mod avx512 {
             let mut i0_step = a_rs;
             let panel_a = prepacked_a || pack;
             if prepacked_a {
-                // this block's panels start at row p0 of a (which starts a KC block); the
+                // this block's panels start at row p0 of a (which starts a block); the
                 // product's first row of C is column a_col0 of the panels
                 a_p = unsafe { a.add(p0 * a_m_pad + a_col0 * kc) };
                 i0_step = kc as isize;
@@ -1160,10 +1215,10 @@ mod tests {
         super::super::pool::clear();
     }
 
-    /// Aᵀ·B from a [`PackedAt`], whole or cut along k at multiples of KC and accumulated, is
-    /// bit-identical to [`mat_mul`] on the transposed view (which packs A itself), at edge
-    /// shapes (m not a multiple of MR, k not a multiple of KC) and for any thread count of
-    /// the build.
+    /// Aᵀ·B over each piece of a [`PackedAt`], whole or cut at its blocks' bounds and
+    /// accumulated, is bit-identical to [`mat_mul`] on the transposed view of those rows
+    /// (which packs A itself), at edge shapes (m not a multiple of MR, pieces not a multiple
+    /// of KC, pieces across blocks) and for any number of pieces and threads of the build.
     #[test]
     fn packed_at_is_bit_identical_whole_and_cut() {
         for &(k, m, n) in &[
@@ -1174,46 +1229,66 @@ mod tests {
         ] {
             let a = filled(k, m, 0.23);
             let b = filled(k, n, 0.41);
-            let mut want = Array2::zeros((m, n));
-            mat_mul(&a.t(), &b.view(), false, &mut want.view_mut());
-            for threads in [1, 2, 3] {
-                let packed = PackedAt::build(k, m, threads, |p, dst| {
-                    dst.copy_from_slice(a.row(p).as_slice().unwrap())
-                });
-                let mut whole = Array2::zeros((m, n));
-                mat_mul_at(&packed, 0..k, 0, &b.view(), false, &mut whole.view_mut());
-                assert_eq!(want, whole, "({k},{m},{n}) whole, {threads} threads");
-                if splits_k_exactly::<f32>() {
-                    let mut cut = Array2::zeros((m, n));
-                    for (piece, k0) in (0..k).step_by(KC).enumerate() {
-                        let ks = k0..(k0 + KC).min(k);
-                        let b = b.slice(s![ks.clone(), ..]);
-                        mat_mul_at(&packed, ks, 0, &b, piece > 0, &mut cut.view_mut());
+            for pieces in [1, 2, 3].into_iter().filter(|&p| p <= k) {
+                for threads in [1, 2, 3] {
+                    let packed = PackedAt::build(k, m, pieces, threads, |p, dst| {
+                        dst.copy_from_slice(a.row(p).as_slice().unwrap())
+                    });
+                    assert_eq!(packed.pieces(), pieces);
+                    let case = format!("({k},{m},{n}), {pieces} pieces, {threads} threads");
+                    for p in 0..pieces {
+                        let rows = packed.piece(p);
+                        let (a, b) = (a.slice(s![rows.clone(), ..]), b.slice(s![rows.clone(), ..]));
+                        let mut want = Array2::zeros((m, n));
+                        mat_mul(&a.t(), &b, false, &mut want.view_mut());
+                        let mut whole = Array2::zeros((m, n));
+                        mat_mul_at(&packed, rows.clone(), 0, &b, false, &mut whole.view_mut());
+                        assert_eq!(want, whole, "{case}: piece {p} whole");
+                        // block by block where that is exact, else whole; and only the
+                        // columns of A from col0 on: the same rows of the result
+                        let step = if splits_k_exactly::<f32>() {
+                            KC
+                        } else {
+                            rows.len().max(1)
+                        };
+                        for col0 in (0..m).step_by(MR).chain([m]) {
+                            let mut part = Array2::zeros((m - col0, n));
+                            for (q, k0) in rows.clone().step_by(step).enumerate() {
+                                let ks = k0..(k0 + step).min(rows.end);
+                                let b = b.slice(s![ks.start - rows.start..ks.end - rows.start, ..]);
+                                mat_mul_at(&packed, ks, col0, &b, q > 0, &mut part.view_mut());
+                            }
+                            let want = want.slice(s![col0.., ..]);
+                            assert_eq!(want, part, "{case}: piece {p} from column {col0}");
+                        }
                     }
-                    assert_eq!(want, cut, "({k},{m},{n}) cut");
-                }
-                // only the columns of A from col0 on: the same rows of the result
-                // (KC-deep pieces where that is exact, else one)
-                let piece = if splits_k_exactly::<f32>() {
-                    KC
-                } else {
-                    k.max(1)
-                };
-                let pieces: Vec<_> = (0..k)
-                    .step_by(piece)
-                    .map(|k0| k0..(k0 + piece).min(k))
-                    .collect();
-                for col0 in (MR..m).step_by(MR).chain([m]) {
-                    let mut part = Array2::zeros((m - col0, n));
-                    for (piece, ks) in pieces.iter().cloned().enumerate() {
-                        let b = b.slice(s![ks.clone(), ..]);
-                        mat_mul_at(&packed, ks, col0, &b, piece > 0, &mut part.view_mut());
-                    }
-                    let want = want.slice(s![col0.., ..]);
-                    assert_eq!(want, part, "({k},{m},{n}) from column {col0}");
                 }
             }
         }
+    }
+
+    /// A product over rows that end inside a block, or cross from one piece into the next,
+    /// would read the panels with the wrong layout: it is refused.
+    #[test]
+    fn packed_at_refuses_rows_off_its_blocks() {
+        let (k, m) = (2 * KC, 16);
+        let a = filled(k, m, 0.5);
+        let packed = PackedAt::build(k, m, 2, 1, |p, dst| {
+            dst.copy_from_slice(a.row(p).as_slice().unwrap())
+        });
+        let ok = |ks: std::ops::Range<usize>| {
+            std::panic::catch_unwind(|| {
+                let b = filled(ks.len(), 32, 0.7);
+                let mut c = Array2::zeros((m, 32));
+                mat_mul_at(&packed, ks, 0, &b.view(), false, &mut c.view_mut());
+            })
+            .is_ok()
+        };
+        assert!(ok(0..KC) && ok(KC..2 * KC) && ok(3..3));
+        assert!(!ok(0..KC / 2), "ends inside a block");
+        assert!(!ok(8..KC), "starts inside a block");
+        assert!(!ok(KC / 2..3 * KC / 2), "crosses into the next piece");
+        assert!(!ok(0..2 * KC), "two pieces in one product");
     }
 
     /// Splitting the rows of A (as the threaded cells do) gives bit-identical rows.

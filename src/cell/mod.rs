@@ -475,14 +475,17 @@ pub(crate) fn weight_grads<F: Real>(
 }
 
 /// Pieces the weight-gradient sum over T·B is cut into (fewer when T·B is shorter than that
-/// many [`gemm::KC`]-deep blocks): each piece summed into a partial product of its own, the
-/// partials then added in order. The cut depends on the shape alone, never on the thread
-/// count, so every thread count computes the same sums. Two threads take one piece each:
-/// each reads half of [h | x | 1] and of da, once, where cutting P into column blocks had
-/// both threads read all of [h | x | 1], twice. Measured against that split (two threads,
-/// alternating blocks of steps in one process): RNN steps 0.89–0.91×, GRU 0.97, LSTM
-/// 0.96–0.99 (H = 256: 1.00–1.01); with the pieces also cut into column blocks the gain was
-/// gone (BENCHMARKS.md).
+/// many [`gemm::KC`]-deep blocks): even pieces, rows p·T·B / 2 on (see [`gemm::PackedAt`]),
+/// each summed into a partial product of its own, the partials then added in order. The cut
+/// depends on the shape alone, never on the thread count, so every thread count computes the
+/// same sums. Two threads take one piece each: each reads half of [h | x | 1] and of da,
+/// once, where cutting P into column blocks had both threads read all of [h | x | 1], twice.
+/// Measured against that split (two threads, alternating blocks of steps in one process): RNN
+/// steps 0.89–0.91×, GRU 0.97, LSTM 0.96–0.99 (H = 256: 1.00–1.01); with the pieces also cut
+/// into column blocks the gain was gone (BENCHMARKS.md). The pieces were first whole numbers
+/// of KC blocks, which at T·B = 6400 (25 blocks) left one thread a block more of work and
+/// the other waiting for it; cut evenly, every standard configuration's step took ~2% less
+/// time (alternating runs, RNN H = 128, GRU, LSTM H = 128 and 256: 0.98×).
 pub(crate) const K_PIECES: usize = 2;
 
 /// P = [h_{t−1} | x_t | 1]ᵀ · da, summed over all steps: (H + I + 1, C) for `da` (T·B, C).
@@ -490,7 +493,7 @@ pub(crate) const K_PIECES: usize = 2;
 /// weight and bias gradients, transposed. `hs` (T+1, B, H) is consumed (only h₀ … h_{T−1}
 /// are read), `x` is (T, B, I). [h_{t−1} | x_t | 1] is built once, in the layout the product
 /// reads ([`gemm::PackedAt`]), and shared by the threads. The sum is cut along T·B into
-/// [`K_PIECES`] pieces (P = P₀ + P₁), and each piece, with its columns of P cut into as many
+/// [`K_PIECES`] even pieces (P = P₀ + P₁), and each piece, with its columns of P cut into as many
 /// groups as the threads need beyond one per piece, is advanced through its part of the sum in
 /// slices of KC-deep blocks by whichever thread is free (see [`slices`]); each entry is the
 /// same sums in the same order whatever the threads. Only the first `h_cols` columns of da
@@ -513,19 +516,15 @@ pub(crate) fn grad_product<F: Real>(
     let h_prev = hs.slice(s![..t_len, .., ..]);
     let h_prev = h_prev.into_shape_with_order((k, h)).expect("contiguous");
     let x2 = x.into_shape_with_order((k, i)).expect("contiguous");
-    let a = gemm::PackedAt::build(k, m, threads, |p, dst| {
+    // The pieces of the sum: even, each summed in KC-deep blocks from its first row on.
+    let pieces = K_PIECES.min(k.div_ceil(gemm::KC)).max(1);
+    let a = gemm::PackedAt::build(k, m, pieces, threads, |p, dst| {
         dst[..h].copy_from_slice(h_prev.row(p).to_slice().expect("standard layout"));
         dst[h..h + i].copy_from_slice(x2.row(p).to_slice().expect("standard layout"));
         dst[h + i] = F::one();
     });
     pool::recycle(hs);
 
-    // The pieces of the sum: whole KC-deep blocks, as even as possible.
-    let blocks = k.div_ceil(gemm::KC);
-    let pieces = K_PIECES.min(blocks).max(1);
-    let piece_rows = |p: usize| {
-        (p * blocks / pieces * gemm::KC).min(k)..((p + 1) * blocks / pieces * gemm::KC).min(k)
-    };
     // (each partial on a cache line, as the tiles' vector loads and stores of C want it: see
     // `pool`; the first is the result)
     let mut partials: Vec<Array2<F>> = (0..pieces)
@@ -545,7 +544,7 @@ pub(crate) fn grad_product<F: Real>(
     let skip = h - h % gemm::MR;
     let mut chunks = Vec::new();
     for (p, partial) in partials.iter_mut().enumerate() {
-        let rows = piece_rows(p);
+        let rows = a.piece(p);
         let (out_h, out_rest) = partial.view_mut().split_at(Axis(1), h_cols);
         let (da_h, da_rest) = da.slice(s![rows.clone(), ..]).split_at(Axis(1), h_cols);
         let out_rest = out_rest.slice_move(s![skip.., ..]);
@@ -566,7 +565,7 @@ pub(crate) fn grad_product<F: Real>(
         chunks.extend(parts.into_iter().map(|g| (rows.start, rows.len(), g)));
     }
     // (the last piece is the longest)
-    let steps = piece_rows(pieces - 1).len().div_ceil(depth);
+    let steps = a.piece(pieces - 1).len().div_ceil(depth);
     slices::run(chunks, steps, threads, |(start, len, parts), blocks| {
         let ks = (blocks.start * depth).min(*len)..(blocks.end * depth).min(*len);
         if ks.is_empty() {
