@@ -91,18 +91,9 @@ pub fn clip(grads: &mut Params<f32>, clip: Clip) -> f64 {
 }
 
 /// [`clip`] over any set of gradient tensors (all of one model, clipped together). Returns
-/// the global L2 norm before clipping, accumulated in f64.
+/// the global L2 norm before clipping, accumulated in f64 ([`sum_of_squares`]).
 pub fn clip_tensors(grads: &mut [ArrayViewMutD<f32>], clip: Clip) -> f64 {
-    // one sum in logical order over every entry (through slices where the layout allows:
-    // an IxDyn iterator costs several ns an entry, on the calling thread alone)
-    let mut sum = 0.0f64;
-    let mut add = |&v: &f32| sum += f64::from(v) * f64::from(v);
-    for t in grads.iter() {
-        match t.as_slice() {
-            Some(s) => s.iter().for_each(&mut add),
-            None => t.iter().for_each(&mut add),
-        }
-    }
+    let sum = sum_of_squares(grads);
     let norm = sum.sqrt();
     match clip {
         Clip::None => {}
@@ -123,6 +114,43 @@ pub fn clip_tensors(grads: &mut [ArrayViewMutD<f32>], clip: Clip) -> f64 {
         }
     }
     norm
+}
+
+/// Running sums [`sum_of_squares`] keeps.
+const LANES: usize = 8;
+
+/// Σ v² over every entry of `grads`, in f64: entry n of each tensor (in logical order) goes
+/// into running sum n mod [`LANES`], and the sums are added in order at the end. The order
+/// depends on the shapes alone, so the same gradients always give the same norm. One running
+/// sum waits for each addition to finish before the next: clipping took 0.17 ms of an LSTM
+/// H = 256 step (267k entries, on the calling thread, the other one waiting), with eight sums
+/// 0.05 ms (sixteen: no faster).
+pub fn sum_of_squares(grads: &[ArrayViewMutD<f32>]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let sq = |v: f32| f64::from(v) * f64::from(v);
+    for t in grads {
+        // (through slices where the layout allows: an IxDyn iterator costs several ns an
+        // entry)
+        match t.as_slice() {
+            Some(s) => {
+                let mut runs = s.chunks_exact(LANES);
+                for run in &mut runs {
+                    for (sum, &v) in lanes.iter_mut().zip(run) {
+                        *sum += sq(v);
+                    }
+                }
+                for (sum, &v) in lanes.iter_mut().zip(runs.remainder()) {
+                    *sum += sq(v);
+                }
+            }
+            None => {
+                for (n, &v) in t.iter().enumerate() {
+                    lanes[n % LANES] += sq(v);
+                }
+            }
+        }
+    }
+    lanes.iter().sum()
 }
 
 /// An optimizer with its per-parameter state.
@@ -472,5 +500,25 @@ mod tests {
         let mut small = g.clone();
         clip(&mut small, Clip::Norm { max: 10.0 });
         assert_eq!(small, g);
+    }
+
+    /// The norm's sum of squares agrees with a plain f64 sum, over tensors whose lengths are
+    /// not multiples of the lanes, one of them strided (summed in logical order all the same).
+    #[test]
+    fn sum_of_squares_is_the_sum() {
+        let f = |n: usize| ((n * 7919) % 1013) as f32 / 97.0 - 5.0;
+        let mut a = ndarray::Array::from_shape_fn((13, 7), |(i, j)| f(i * 7 + j)).into_dyn();
+        let mut b = ndarray::Array::from_shape_fn(5, |i| f(i + 300)).into_dyn();
+        let mut c = ndarray::Array::from_shape_fn((6, 9), |(i, j)| f(i * 9 + j + 500));
+        let want: f64 = a
+            .iter()
+            .chain(b.iter())
+            .chain(c.t().iter())
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        let mut ct = c.view_mut().reversed_axes().into_dyn();
+        assert!(ct.as_slice().is_none(), "the test wants a strided tensor");
+        let got = sum_of_squares(&[a.view_mut(), b.view_mut(), ct.view_mut()]);
+        assert!((got - want).abs() <= 1e-12 * want, "{got} against {want}");
     }
 }
