@@ -10,7 +10,14 @@
 //! cut into more chunks than threads (`chunk_rows`) and every thread repeatedly takes the
 //! free chunk that is furthest behind and advances it by [`SLICE`] steps: a faster core simply
 //! takes more slices, all chunks finish at about the same time, and the idle time at the end
-//! is at most one slice.
+//! is at most a slice or two. Each thread has chunks of its own (index ≡ its place in the
+//! team, modulo the threads) and takes those first while they are at most a slice ahead of
+//! the furthest behind: on equal cores a chunk's rows (its h, c and running gradients) then
+//! stay in one core's caches instead of moving to the other core every few slices. Against
+//! always taking the furthest behind (alternating runs, order alternated, 8 pairs, two
+//! threads, twice, both on a slow phase of the host): RNN H = 64 0.986 and 0.990, H = 128
+//! 0.959 and 0.994, LSTM H = 64 0.969 and 0.977, H = 128 0.989 and 1.007, B = 128 0.974,
+//! T = 400 0.977, H = 256 1.001 and 0.993, GRU 0.984 and 0.960 (medians of the pairs).
 //!
 //! The weight-gradient product after the loop is scheduled the same way (`grad_product`):
 //! its chunks are pieces of the sum over T·B (with groups of columns when there are more
@@ -57,6 +64,8 @@ pub(crate) fn run<C: Send>(
         Mutex::new(chunks.into_iter().map(|c| (Some(c), 0)).collect());
     let worker = || {
         let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
+        // this thread's own chunks: those whose index is its place in the team, modulo
+        let home = super::team::member() % threads;
         let mut held: Option<(usize, C)> = None;
         loop {
             let (i, mut chunk, range) = {
@@ -64,17 +73,20 @@ pub(crate) fn run<C: Send>(
                 if let Some((i, c)) = held.take() {
                     slots[i].0 = Some(c);
                 }
-                // the free, unfinished chunk furthest behind (ties: the lowest index)
-                let next = slots
+                let free = slots
                     .iter()
                     .enumerate()
                     .filter(|(_, (c, done))| c.is_some() && *done < steps)
-                    .min_by_key(|(_, (_, done))| *done)
-                    .map(|(i, _)| i);
-                let Some(i) = next else {
+                    .map(|(i, (_, done))| (i, *done));
+                // the free, unfinished chunk furthest behind (ties: the lowest index), unless
+                // one of this thread's own is at most a slice ahead of it
+                let Some(behind) = free.clone().min_by_key(|&(_, done)| done) else {
                     return; // all done, or the rest in other threads' hands
                 };
-                let done = slots[i].1;
+                let own = free
+                    .filter(|&(i, done)| i % threads == home && done <= behind.1 + SLICE)
+                    .min_by_key(|&(_, done)| done);
+                let (i, done) = own.unwrap_or(behind);
                 let end = (done + SLICE).min(steps);
                 slots[i].1 = end;
                 (i, slots[i].0.take().expect("free chunk"), done..end)
@@ -144,6 +156,30 @@ mod tests {
             let want: Vec<_> = (0..4).map(|i| (i, (0..steps).rev().collect())).collect();
             assert_eq!(finished, want, "threads {threads}");
         }
+    }
+
+    /// A thread keeps to its own chunks only while they are at most a slice ahead: when the
+    /// calling thread is slow (it sleeps in every slice), the helper takes over its chunks.
+    #[test]
+    fn a_fast_thread_takes_the_slow_ones_chunks() {
+        let steps = 5 * SLICE;
+        let chunks: Vec<usize> = (0..4).collect();
+        let ran_by = Mutex::new(Vec::new());
+        run(chunks, steps, 2, |_, _| {
+            let member = super::super::team::member();
+            if member == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            ran_by.lock().unwrap().push(member);
+        });
+        let ran_by = ran_by.into_inner().unwrap();
+        assert_eq!(ran_by.len(), 4 * 5, "every slice once");
+        let helper = ran_by.iter().filter(|&&m| m != 0).count();
+        // its own chunks alone would be 10 slices
+        assert!(
+            helper >= 14,
+            "the helper ran {helper} slices of 20: {ran_by:?}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! Each calling thread has its own team (thread-local), created on first use and grown to
 //! the largest thread count asked for; its helpers end when that thread ends.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,6 +83,9 @@ impl Drop for Team {
 }
 
 thread_local! {
+    /// This thread's place in the team it works for: 0 for a calling thread, i + 1 for
+    /// helper i.
+    static MEMBER: Cell<usize> = const { Cell::new(0) };
     static TEAM: RefCell<Team> = RefCell::new(Team {
         shared: Arc::new(Shared {
             region: AtomicUsize::new(0),
@@ -94,6 +97,13 @@ thread_local! {
         }),
         helpers: Vec::new(),
     });
+}
+
+/// The calling thread's place in its team: 0 on a thread that runs [`workers`] (or none),
+/// i + 1 on helper i. The same for the whole life of the thread, so a worker can tell which
+/// work it did in the region before (see `slices`).
+pub fn member() -> usize {
+    MEMBER.with(Cell::get)
 }
 
 /// Runs `worker` on `threads` threads at once, the calling thread included, and returns when
@@ -174,6 +184,7 @@ fn wait(spin: bool, ready: impl Fn() -> bool) {
 /// A helper's life: wait for a region (spin, then park), run the worker if it is one of the
 /// region's helpers, report back.
 fn helper(s: &Shared, index: usize) {
+    MEMBER.with(|m| m.set(index + 1));
     let mut seen = 0;
     loop {
         let start = Instant::now();
