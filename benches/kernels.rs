@@ -149,8 +149,9 @@ fn packed_at(a: &Array2<f32>) -> gemm::PackedAt<f32> {
     })
 }
 
-/// C = Aᵀ·B[.., ..C's columns] over all of A's rows, in pieces of `piece` rows (a multiple of
-/// KC) accumulated in order, as the threads run the weight-gradient product.
+/// C = Aᵀ·B[.., ..C's columns] over all of A's rows (one piece), in calls of `piece` rows (a
+/// multiple of KC) accumulated in order, as a thread advances its piece of the
+/// weight-gradient product a slice of blocks at a time.
 fn weight_grad_in_pieces(
     a: &gemm::PackedAt<f32>,
     b: &Array2<f32>,
@@ -167,8 +168,8 @@ fn weight_grad_in_pieces(
 
 /// The weight-gradient product (131, 6400)·(6400, 512) with [h | x | 1] prebuilt in the
 /// kernel's layout ([`gemm::PackedAt`], as the cells use it; `gemm_kernel` shape 2 is the same
-/// product with A read from a transposed view and packed inside), whole and cut into 2048-row
-/// pieces as the threads run it.
+/// product with A read from a transposed view and packed inside), in one call and in calls of
+/// 2048 rows (8 blocks, a slice of the threads' scheduler).
 #[divan::bench(args = [false, true])]
 fn gemm_weight_grad_packed_a(bencher: Bencher, cut: bool) {
     let (m, k, n) = (131, 6400, 512);
