@@ -402,6 +402,7 @@ pub fn backward<F: Real>(
             .to_owned(),
         bias_hh: prod.slice(s![h + i, ..3 * h]).to_owned(),
     };
+    pool::recycle(prod);
     // forward was [ax_r ax_z ax_n] = x_t W_ihᵀ + b_ih, so dx_t = [da_r da_z dax_n] W_ih
     let dx = how.input_grad.then(|| {
         let mut dx = Array2::<F>::zeros((t_len * b, i));

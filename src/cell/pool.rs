@@ -16,8 +16,8 @@
 //! own); with huge pages an LSTM H = 256 step took 1–5% less time (BENCHMARKS.md). Only a
 //! hint: where the kernel has huge pages off (or on another OS), nothing changes.
 //!
-//! Every array starts on a cache line ([`ALIGN`] = 64 bytes), as do the kernel's scratch
-//! and the weight gradients ([`aligned_zeros`]). The allocator only promises 16 bytes, and
+//! Every array starts on a cache line ([`ALIGN`] = 64 bytes), as does the kernel's scratch
+//! ([`aligned_zeros`]). The allocator only promises 16 bytes, and
 //! then every 64-byte vector load or store of a row (an AVX-512 register; the gate rows,
 //! the products' panels and tiles are all whole multiples of it) straddles two cache lines,
 //! which costs about a second access: aligned, steps took 2–9% less time (BENCHMARKS.md).
@@ -103,8 +103,8 @@ pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: IntoDimensi
 }
 
 /// An all-zero array of `shape` that starts on an [`ALIGN`]-byte boundary, freshly
-/// allocated rather than from the pool: for the kernel's panels of a single product and the
-/// weight gradients, which would crowd the pool's few large buffers out.
+/// allocated rather than from the pool: for the kernel's scratch of a single product, which
+/// would crowd the pool's few large buffers out.
 pub fn aligned_zeros<F: Clone + num_traits::Zero, D: Dimension, Sh: IntoDimension<Dim = D>>(
     shape: Sh,
 ) -> Array<F, D> {
