@@ -189,13 +189,7 @@ impl<F: Real> PackedAt<F> {
             pieces >= 1 && (pieces <= k || pieces == 1),
             "PackedAt: {k} rows cannot be cut into {pieces} pieces"
         );
-        let mut packed = PackedAt {
-            data: APacking::Panels(ndarray::Array1::zeros(0)),
-            k,
-            m,
-            pieces,
-        };
-        let blocks: Vec<_> = (0..pieces).flat_map(|p| packed.blocks(p)).collect();
+        let blocks: Vec<_> = (0..pieces).flat_map(|p| blocks(k, pieces, p)).collect();
         let runs: Vec<&[Range<usize>]> = blocks
             .chunks(blocks.len().div_ceil(threads.max(1)).max(1))
             .collect();
@@ -214,8 +208,8 @@ impl<F: Real> PackedAt<F> {
                     row(p0 + r, dst.as_slice_mut().expect("standard layout"));
                 }
             });
-            packed.data = APacking::Plain(a);
-            return packed;
+            let data = APacking::Plain(a);
+            return PackedAt { data, k, m, pieces };
         }
         let m_pad = m.div_ceil(MR) * MR;
         // from the buffer pool: a fresh one would cost a page fault per 4 KiB every step
@@ -258,8 +252,8 @@ impl<F: Real> PackedAt<F> {
                 }
             }
         });
-        packed.data = APacking::Panels(panels);
-        packed
+        let data = APacking::Panels(panels);
+        PackedAt { data, k, m, pieces }
     }
 
     /// Hands the buffer back to the pool (see [`super::pool`]).
@@ -282,15 +276,7 @@ impl<F: Real> PackedAt<F> {
 
     /// The rows of piece `p`: p·k / pieces … (p + 1)·k / pieces.
     pub fn piece(&self, p: usize) -> Range<usize> {
-        p * self.k / self.pieces..(p + 1) * self.k / self.pieces
-    }
-
-    /// The blocks of piece `p`: KC rows each from its first row on, the last shorter.
-    fn blocks(&self, p: usize) -> impl Iterator<Item = Range<usize>> + use<F> {
-        let rows = self.piece(p);
-        (rows.start..rows.end)
-            .step_by(KC)
-            .map(move |p0| p0..(p0 + KC).min(rows.end))
+        piece(self.k, self.pieces, p)
     }
 
     /// True if `ks` is a run of whole blocks of one piece (or empty).
@@ -303,6 +289,19 @@ impl<F: Real> PackedAt<F> {
                     && ((ks.end - piece.start).is_multiple_of(KC) || ks.end == piece.end)
             })
     }
+}
+
+/// Piece `p` of k rows cut into `pieces`: rows p·k / pieces … (p + 1)·k / pieces.
+fn piece(k: usize, pieces: usize, p: usize) -> Range<usize> {
+    p * k / pieces..(p + 1) * k / pieces
+}
+
+/// The blocks of that piece: KC rows each from its first row on, the last shorter.
+fn blocks(k: usize, pieces: usize, p: usize) -> impl Iterator<Item = Range<usize>> {
+    let rows = piece(k, pieces, p);
+    (rows.start..rows.end)
+        .step_by(KC)
+        .map(move |p0| p0..(p0 + KC).min(rows.end))
 }
 
 /// C (m − `col0`, n) ← `A[ks, col0..]ᵀ·B` (+ C): the sum over the rows `ks` of A (a run of
