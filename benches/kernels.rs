@@ -144,7 +144,7 @@ fn gemm_per_step_with_input_projection(bencher: Bencher, fused: bool) {
 /// A (k, m) built into the weight-gradient product's layout, as the cells build [h | x | 1].
 fn packed_at(a: &Array2<f32>) -> gemm::PackedAt<f32> {
     let (k, m) = a.dim();
-    gemm::PackedAt::build(k, m, 1, 1, |p, dst| {
+    gemm::PackedAt::build(m, std::iter::once(0..k).collect(), 1, |p, dst| {
         dst.copy_from_slice(a.row(p).as_slice().expect("standard layout"))
     })
 }
@@ -159,9 +159,9 @@ fn weight_grad_in_pieces(
     c: &mut Array2<f32>,
 ) {
     let (k, n) = (a.dim().0, c.ncols());
+    let b = b.slice(ndarray::s![.., ..n]).insert_axis(ndarray::Axis(0));
     for k0 in (0..k).step_by(piece) {
         let ks = k0..(k0 + piece).min(k);
-        let b = b.slice(ndarray::s![ks.clone(), ..n]);
         gemm::mat_mul_at(a, ks, 0, &b, k0 > 0, &mut c.view_mut());
     }
 }

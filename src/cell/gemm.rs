@@ -25,7 +25,7 @@
 
 use crate::real::Real;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2};
 use std::any::TypeId;
 use std::ops::Range;
 
@@ -148,9 +148,10 @@ fn pack_panel<F: Real>(b: ArrayView2<F>, j0: usize, panel: &mut [F]) {
 /// over all T·B rows and the sum over those k rows: built once per backward pass, row by row,
 /// and read by every thread.
 ///
-/// The rows are cut into pieces, fixed by the shape alone ([`PackedAt::piece`]), and each
-/// piece into [`KC`]-deep blocks from its first row on (the last block of a piece shorter):
-/// the sum over k runs block by block, and a product may be cut along k wherever a block ends.
+/// The rows are cut into pieces, in the order the sum takes them (the caller's choice, fixed
+/// by the shape alone: [`PackedAt::piece`]), and each piece into [`KC`]-deep blocks from its
+/// first row on (the last block of a piece shorter): the sum over k runs block by block, and a
+/// product may be cut along k wherever a block ends.
 /// On the fast path (f32, AVX-512) A goes straight into the layout the kernel would copy it
 /// into for every product: for each block, [`MR`]-column panels of Aᵀ,
 /// `panel[i / MR][p][i % MR] = A(p, i)` (the last panel zero-padded). The threads, which
@@ -161,7 +162,8 @@ pub struct PackedAt<F> {
     data: APacking<F>,
     k: usize,
     m: usize,
-    pieces: usize,
+    /// The pieces' rows, in order: 0 … k between them.
+    pieces: Vec<Range<usize>>,
 }
 
 /// What [`PackedAt`] holds (private: the kernel trusts the panels' size).
@@ -175,30 +177,36 @@ enum APacking<F> {
 }
 
 impl<F: Real> PackedAt<F> {
-    /// A (k, m) cut into `pieces` pieces (at least one; at most k unless k is 0), with row p
-    /// written by `row(p, dst)` (dst: m entries), the blocks shared out among `threads`
-    /// threads in runs of whole blocks.
+    /// A (k, m) with k the rows of all `pieces` (consecutive from row 0 on, none empty unless
+    /// it is the only one), with row p written by `row(p, dst)` (dst: m entries). The pieces
+    /// are shared out among `threads` threads in runs of whole pieces, thread i taking run i
+    /// first (`run_parallel`): `row` reads what the threads' time loops wrote,
+    /// and with one piece per thread, piece i holds the rows that thread i wrote.
     pub fn build(
-        k: usize,
         m: usize,
-        pieces: usize,
+        pieces: Vec<Range<usize>>,
         threads: usize,
         row: impl Fn(usize, &mut [F]) + Sync,
     ) -> Self {
+        let consecutive = pieces.windows(2).all(|w| w[0].end == w[1].start);
         assert!(
-            pieces >= 1 && (pieces <= k || pieces == 1),
-            "PackedAt: {k} rows cannot be cut into {pieces} pieces"
+            pieces.first().is_some_and(|p| p.start == 0)
+                && consecutive
+                && (pieces.len() == 1 || pieces.iter().all(|p| !p.is_empty())),
+            "PackedAt: pieces {pieces:?} do not cut 0.. into consecutive runs of rows"
         );
-        let blocks: Vec<_> = (0..pieces).flat_map(|p| blocks(k, pieces, p)).collect();
-        let runs: Vec<&[Range<usize>]> = blocks
-            .chunks(blocks.len().div_ceil(threads.max(1)).max(1))
+        let k = pieces.last().expect("a piece").end;
+        let per_run = pieces.len().div_ceil(threads.max(1));
+        let runs: Vec<Vec<Range<usize>>> = pieces
+            .chunks(per_run)
+            .map(|run| run.iter().flat_map(|p| blocks(p.clone())).collect())
             .collect();
         let run_rows = |run: &[Range<usize>]| run[run.len() - 1].end - run[0].start;
         if !kernel_runs::<F>() {
             let mut a: Array2<F> = super::pool::take((k, m)); // every row written below
             let mut jobs = Vec::new();
             let mut rest = a.view_mut();
-            for run in &runs {
+            for run in runs.iter().filter(|run| !run.is_empty()) {
                 let (mine, next) = rest.split_at(ndarray::Axis(0), run_rows(run));
                 jobs.push((run[0].start, mine));
                 rest = next;
@@ -216,8 +224,8 @@ impl<F: Real> PackedAt<F> {
         let mut panels: ndarray::Array1<F> = super::pool::take(k * m_pad);
         let mut jobs = Vec::new();
         let mut rest = panels.as_slice_mut().expect("fresh array");
-        for run in runs {
-            let (mine, next) = std::mem::take(&mut rest).split_at_mut(run_rows(run) * m_pad);
+        for run in runs.into_iter().filter(|run| !run.is_empty()) {
+            let (mine, next) = std::mem::take(&mut rest).split_at_mut(run_rows(&run) * m_pad);
             jobs.push((run, mine));
             rest = next;
         }
@@ -269,73 +277,72 @@ impl<F: Real> PackedAt<F> {
         (self.k, self.m)
     }
 
-    /// How many pieces the rows are cut into.
-    pub fn pieces(&self) -> usize {
-        self.pieces
-    }
-
-    /// The rows of piece `p`: p·k / pieces … (p + 1)·k / pieces.
+    /// The rows of piece `p`.
     pub fn piece(&self, p: usize) -> Range<usize> {
-        piece(self.k, self.pieces, p)
+        self.pieces[p].clone()
     }
 
-    /// True if `ks` is a run of whole blocks of one piece (or empty).
-    fn is_blocks(&self, ks: &Range<usize>) -> bool {
-        ks.is_empty() && ks.start <= self.k
-            || (0..self.pieces).map(|p| self.piece(p)).any(|piece| {
+    /// The piece of which `ks` is a run of whole blocks (an empty `ks`: of which it is a
+    /// row bound), if any.
+    fn piece_of(&self, ks: &Range<usize>) -> Option<Range<usize>> {
+        self.pieces
+            .iter()
+            .find(|piece| {
                 piece.start <= ks.start
                     && ks.end <= piece.end
-                    && (ks.start - piece.start).is_multiple_of(KC)
-                    && ((ks.end - piece.start).is_multiple_of(KC) || ks.end == piece.end)
+                    && (ks.is_empty()
+                        || (ks.start - piece.start).is_multiple_of(KC)
+                            && ((ks.end - piece.start).is_multiple_of(KC) || ks.end == piece.end))
             })
+            .cloned()
     }
 }
 
-/// Piece `p` of k rows cut into `pieces`: rows p·k / pieces … (p + 1)·k / pieces.
-fn piece(k: usize, pieces: usize, p: usize) -> Range<usize> {
-    p * k / pieces..(p + 1) * k / pieces
-}
-
-/// The blocks of that piece: KC rows each from its first row on, the last shorter.
-fn blocks(k: usize, pieces: usize, p: usize) -> impl Iterator<Item = Range<usize>> {
-    let rows = piece(k, pieces, p);
+/// The blocks of a piece: KC rows each from its first row on, the last shorter.
+fn blocks(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
     (rows.start..rows.end)
         .step_by(KC)
         .map(move |p0| p0..(p0 + KC).min(rows.end))
 }
 
 /// C (m − `col0`, n) ← `A[ks, col0..]ᵀ·B` (+ C): the sum over the rows `ks` of A (a run of
-/// whole blocks of one piece, see [`PackedAt`]), with B (|ks|, n) holding the same rows, for
-/// the columns of A from `col0` on (a multiple of [`MR`], or m: a product that needs only some
-/// rows of the result skips the others). Cutting a product over k at the blocks' bounds and
-/// accumulating the parts in order gives bit-identical results on the fast path (the kernel
-/// adds each block into C in turn anyway); see [`splits_k_exactly`]. Every entry is the same
-/// whatever `col0`.
+/// whole blocks of one piece, see [`PackedAt`]), for the columns of A from `col0` on (a
+/// multiple of [`MR`], or m: a product that needs only some rows of the result skips the
+/// others). `b` holds B's rows for the whole piece, in runs: (runs, run, n), row q of the
+/// piece being `b[q / run, q % run]` (a 2-D B is `b.insert_axis(Axis(0))`; the weight
+/// gradients pass da's rows of one range of the batch at every timestep). Cutting a product
+/// over k at the blocks' bounds and accumulating the parts in order gives bit-identical
+/// results on the fast path (the kernel adds each block into C in turn anyway); see
+/// [`splits_k_exactly`]. Every entry is the same whatever `col0`.
 pub fn mat_mul_at<F: Real>(
     a: &PackedAt<F>,
     ks: std::ops::Range<usize>,
     col0: usize,
-    b: &ArrayView2<F>,
+    b: &ArrayView3<F>,
     accumulate: bool,
     c: &mut ArrayViewMut2<F>,
 ) {
     let (k, m_all) = a.dim();
-    let n = b.ncols();
+    let (runs, run, n) = b.dim();
+    let piece = a.piece_of(&ks);
     assert!(
-        a.is_blocks(&ks)
+        piece.as_ref().is_some_and(|p| p.len() == runs * run)
             && (col0.is_multiple_of(MR) || col0 == m_all)
             && col0 <= m_all
-            && b.nrows() == ks.len()
             && c.dim() == (m_all - col0, n),
         "mat_mul_at: rows {ks:?}, columns {col0}.. of ({k}, {m_all})ᵀ·{:?} into {:?}",
         b.dim(),
         c.dim()
     );
+    // (the product's first row of B, counted from the piece's first)
+    let first = ks.start - piece.expect("checked").start;
     let m = m_all - col0;
     let panels = match &a.data {
         APacking::Plain(a) => {
-            let a = a.slice(ndarray::s![ks, col0..]);
-            return mat_mul(&a.t(), b, accumulate, c);
+            let a = a.slice(ndarray::s![ks.clone(), col0..]);
+            let rows = |q: usize| b.slice(ndarray::s![q / run, q % run, ..]);
+            let b = Array2::from_shape_fn((ks.len(), n), |(p, j)| rows(first + p)[j]);
+            return mat_mul(&a.t(), &b.view(), accumulate, c);
         }
         APacking::Panels(panels) => panels,
     };
@@ -344,7 +351,7 @@ pub fn mat_mul_at<F: Real>(
     }
     // (the column stride of a single column is never used)
     assert!(
-        n == 1 || b.strides()[1] == 1 && c.strides()[1] == 1,
+        n == 1 || b.strides()[2] == 1 && c.strides()[1] == 1,
         "mat_mul_at: B and C need contiguous rows, got strides {:?} and {:?}",
         b.strides(),
         c.strides()
@@ -353,8 +360,8 @@ pub fn mat_mul_at<F: Real>(
     // SAFETY: panels are only made for f32 with AVX-512, so F is f32 and the kernel may run;
     // they hold every block of k rows of ⌈m_all / MR⌉ panels, ks is a run of whole blocks of
     // one piece, KC deep from its first on, and the one from row ks.start on begins at entry
-    // ks.start·m_pad; col0 starts a panel; B and C are valid views of the asserted
-    // shapes.
+    // ks.start·m_pad; col0 starts a panel; B holds the piece's rows, of which the product
+    // reads first … first + |ks| − 1, and C is a valid view of the asserted shape.
     unsafe {
         avx512::gemm(
             (m, n, ks.len()),
@@ -363,7 +370,13 @@ pub fn mat_mul_at<F: Real>(
                 m_pad,
                 col0,
             },
-            BLayout::Rows(b.as_ptr() as *const f32, b.strides()[0]),
+            BLayout::Runs {
+                ptr: b.as_ptr() as *const f32,
+                rs: b.strides()[1],
+                run,
+                outer: b.strides()[0],
+                first,
+            },
             (c.as_mut_ptr() as *mut f32, c.strides()[0]),
             Init::of(accumulate),
         )
@@ -663,6 +676,17 @@ enum ALayout {
 enum BLayout {
     /// Row-major with this row stride: B(p, j) = ptr[p·rs + j].
     Rows(*const f32, isize),
+    /// Runs of `run` rows `rs` apart, the runs `outer` apart, from row `first` of the first
+    /// run on: B(p, j) = ptr[(q / run)·outer + (q % run)·rs + j] with q = first + p (the rows
+    /// of one batch row range over all timesteps, in the weight-gradient products). Read only
+    /// by the tiles that copy B into a strip.
+    Runs {
+        ptr: *const f32,
+        rs: isize,
+        run: usize,
+        outer: isize,
+        first: usize,
+    },
     /// [`PackedB`]'s panels: B(p, j) = ptr[((j / NR)·k + p)·NR + j % NR].
     Panels(*const f32),
 }
@@ -726,12 +750,35 @@ mod avx512 {
         // strip[p][j] = B(p0 + p, j0 + j), from which the block's other row tiles read it
         // sequentially and from L1 instead of 128 bytes per row of B. (A weight matrix read
         // every timestep stays in L2 and is read in place.)
-        let (b, b_rs, prepacked) = match b {
-            BLayout::Rows(ptr, rs) => (ptr, rs, false),
-            BLayout::Panels(ptr) => (ptr, NR as isize, true),
+        let (b, b_rs, runs, prepacked) = match b {
+            BLayout::Rows(ptr, rs) => (ptr, rs, None, false),
+            BLayout::Runs {
+                ptr,
+                rs,
+                run,
+                outer,
+                first,
+            } => (ptr, rs, Some((run.max(1), outer, first)), false),
+            BLayout::Panels(ptr) => (ptr, NR as isize, None, true),
         };
         // (A piece of a product cut along k (A prepacked) is part of a large product.)
         let pack_b = !prepacked && (prepacked_a || k > KC && k * n >= PACK_B_ENTRIES);
+        assert!(
+            runs.is_none() || pack_b,
+            "B in runs is read only through the strip"
+        );
+        // Where row q of B starts, from b; the strip-writing tiles read B's rows, and fetch
+        // them ahead, at the offsets of their block's rows, FAR_AHEAD more past its end.
+        let row_offset = |q: usize| -> isize {
+            match runs {
+                None => q as isize * b_rs,
+                Some((run, outer, first)) => {
+                    let q = first + q;
+                    (q / run) as isize * outer + (q % run) as isize * b_rs
+                }
+            }
+        };
+        let mut offsets = [0isize; KC + FAR_AHEAD as usize];
         let mut strip_buf = pack_b.then(|| aligned_zeros::<f32, _, _>(NR * KC));
         let strip: &mut [f32] = match &mut strip_buf {
             Some(p) => p.as_slice_mut().expect("fresh array"),
@@ -742,8 +789,14 @@ mod avx512 {
             let kc = KC.min(k - p0);
             // (later blocks of k add to what the first stored)
             let block_init = if p0 == 0 { init } else { Init::C };
-            let (mut a_p, b_p) =
-                unsafe { (a.offset(p0 as isize * a_ks), b.offset(p0 as isize * b_rs)) };
+            let mut a_p = unsafe { a.offset(p0 as isize * a_ks) };
+            // (B's first row of the block, where B is read in place by every tile)
+            let b_p = b.wrapping_offset(p0 as isize * b_rs);
+            if pack_b {
+                for (p, o) in offsets.iter_mut().enumerate() {
+                    *o = row_offset(p0 + p);
+                }
+            }
             // (offset of column j0 per j0: panel jb = j0 / NR of a prepacked B starts at
             // b[jb·k·NR], and b_p is already at row p0 of it)
             let j0_step = if prepacked { k } else { 1 };
@@ -790,7 +843,7 @@ mod avx512 {
                     // (B's rows in place, or packed, or from the strip the first tile writes)
                     let writes = pack_b && i0 == 0;
                     let (b_t, t_b_rs) = match (pack_b, i0) {
-                        (true, 0) => (unsafe { b_p.add(j0) }, b_rs),
+                        (true, 0) => (unsafe { b.add(j0) }, b_rs),
                         (true, _) => (strip.as_ptr(), NR as isize),
                         (false, _) => (unsafe { b_p.add(j0 * j0_step) }, b_rs),
                     };
@@ -811,7 +864,7 @@ mod avx512 {
                     } else {
                         FETCH_NONE
                     };
-                    let (full, strip_to) = (cols == NR, strip.as_mut_ptr());
+                    let (full, strip_to) = (cols == NR, (strip.as_mut_ptr(), offsets.as_ptr()));
                     unsafe {
                         // (each combination its own instance of the tile, so that a tile's loop
                         // holds only what it does; a prepacked B is never written to a strip)
@@ -899,7 +952,7 @@ mod avx512 {
         full: bool,
         rows: usize,
         args: TileArgs,
-        strip: *mut f32,
+        strip: (*mut f32, *const isize),
     ) {
         macro_rules! by_rows {
             ($full:literal) => {
@@ -970,7 +1023,7 @@ mod avx512 {
         const PANEL_A: bool,
     >(
         (k, a, a_rs, b, b_rs, c, c_rs, m0, m1, init): TileArgs,
-        strip: *mut f32,
+        (strip, offsets): (*mut f32, *const isize),
     ) {
         // (A in place: one pointer per row, all read at the same p, so that each broadcast is
         // one addressing mode, row + 4·p, and the loop adds nothing per row. The pointers go
@@ -984,14 +1037,17 @@ mod avx512 {
         let mut hi = [_mm512_setzero_ps(); R];
         for p in 0..k as isize {
             unsafe {
-                let b_row = b.offset(p * b_rs);
+                let b_row = match STRIP {
+                    true => b.offset(*offsets.offset(p)),
+                    false => b.offset(p * b_rs),
+                };
                 let (b0, b1) = load_pair::<FULL>(b_row, m0, m1);
                 if STRIP {
                     // (a hint: any address will do, so no bounds to keep)
-                    let ahead = b.wrapping_offset((p + AHEAD) * b_rs);
+                    let ahead = b.wrapping_offset(*offsets.offset(p + AHEAD));
                     _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
-                    let far = b.wrapping_offset((p + FAR_AHEAD) * b_rs);
+                    let far = b.wrapping_offset(*offsets.offset(p + FAR_AHEAD));
                     _mm_prefetch::<_MM_HINT_T1>(far as *const i8);
                     _mm_prefetch::<_MM_HINT_T1>(far.wrapping_add(16) as *const i8);
                     let dst = strip.offset(p * NR as isize);
@@ -1082,7 +1138,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array2, s};
+    use ndarray::{Array2, Array3, Axis, s};
 
     fn filled(m: usize, n: usize, seed: f32) -> Array2<f32> {
         Array2::from_shape_fn((m, n), |(i, j)| ((i * 31 + j * 17) as f32 * seed).sin())
@@ -1214,10 +1270,32 @@ mod tests {
         super::super::pool::clear();
     }
 
+    /// `pieces` even pieces of k rows.
+    fn even(k: usize, pieces: usize) -> Vec<Range<usize>> {
+        (0..pieces)
+            .map(|p| p * k / pieces..(p + 1) * k / pieces)
+            .collect()
+    }
+
+    /// B's rows of a piece in runs, as the weight gradients pass them: the piece's rows of a
+    /// (k, n) matrix `b`, spread over a (runs, run, n) array with other rows between the runs
+    /// (so that the runs are not one strided matrix), and that array's view of them.
+    fn in_runs(b: ArrayView2<f32>, run: usize) -> (Array3<f32>, Range<usize>) {
+        let (k, n) = b.dim();
+        let runs = k.div_ceil(run.max(1));
+        let mut spread = Array3::from_elem((runs, run + 3, n + 5), f32::NAN);
+        for q in 0..k {
+            let mut dst = spread.slice_mut(s![q / run, 1 + q % run, ..n]);
+            dst.assign(&b.row(q));
+        }
+        (spread, 1..run + 1)
+    }
+
     /// Aᵀ·B over each piece of a [`PackedAt`], whole or cut at its blocks' bounds and
     /// accumulated, is bit-identical to [`mat_mul`] on the transposed view of those rows
     /// (which packs A itself), at edge shapes (m not a multiple of MR, pieces not a multiple
-    /// of KC, pieces across blocks) and for any number of pieces and threads of the build.
+    /// of KC, pieces across blocks), for any number of pieces and threads of the build, and
+    /// with B's rows in one matrix or in runs (runs across the blocks' bounds).
     #[test]
     fn packed_at_is_bit_identical_whole_and_cut() {
         for &(k, m, n) in &[
@@ -1230,10 +1308,9 @@ mod tests {
             let b = filled(k, n, 0.41);
             for pieces in [1, 2, 3].into_iter().filter(|&p| p <= k) {
                 for threads in [1, 2, 3] {
-                    let packed = PackedAt::build(k, m, pieces, threads, |p, dst| {
+                    let packed = PackedAt::build(m, even(k, pieces), threads, |p, dst| {
                         dst.copy_from_slice(a.row(p).as_slice().unwrap())
                     });
-                    assert_eq!(packed.pieces(), pieces);
                     let case = format!("({k},{m},{n}), {pieces} pieces, {threads} threads");
                     for p in 0..pieces {
                         let rows = packed.piece(p);
@@ -1241,8 +1318,23 @@ mod tests {
                         let mut want = Array2::zeros((m, n));
                         mat_mul(&a.t(), &b, false, &mut want.view_mut());
                         let mut whole = Array2::zeros((m, n));
-                        mat_mul_at(&packed, rows.clone(), 0, &b, false, &mut whole.view_mut());
+                        let b3 = b.insert_axis(Axis(0));
+                        mat_mul_at(&packed, rows.clone(), 0, &b3, false, &mut whole.view_mut());
                         assert_eq!(want, whole, "{case}: piece {p} whole");
+                        // B's rows in runs across the blocks' bounds (a run length that
+                        // divides the piece's rows) and within them, in a bigger array
+                        let across = [40, 24, 50, 30, 7, 5, 3, 2, 1]
+                            .into_iter()
+                            .find(|r| rows.len() % r == 0)
+                            .expect("1 divides");
+                        let runs = [across, 64, 1].into_iter();
+                        for run in runs.filter(|r| rows.len() % r == 0) {
+                            let (spread, inner) = in_runs(b, run);
+                            let b3 = spread.slice(s![.., inner, ..n]);
+                            let mut got = Array2::zeros((m, n));
+                            mat_mul_at(&packed, rows.clone(), 0, &b3, false, &mut got.view_mut());
+                            assert_eq!(want, got, "{case}: piece {p} in runs of {run}");
+                        }
                         // block by block where that is exact, else whole; and only the
                         // columns of A from col0 on: the same rows of the result
                         let step = if splits_k_exactly::<f32>() {
@@ -1250,15 +1342,20 @@ mod tests {
                         } else {
                             rows.len().max(1)
                         };
-                        for col0 in (0..m).step_by(MR).chain([m]) {
-                            let mut part = Array2::zeros((m - col0, n));
-                            for (q, k0) in rows.clone().step_by(step).enumerate() {
-                                let ks = k0..(k0 + step).min(rows.end);
-                                let b = b.slice(s![ks.start - rows.start..ks.end - rows.start, ..]);
-                                mat_mul_at(&packed, ks, col0, &b, q > 0, &mut part.view_mut());
+                        let (spread, inner) = in_runs(b, across);
+                        for b3 in [b3, spread.slice(s![.., inner, ..n])] {
+                            for col0 in (0..m).step_by(MR).chain([m]) {
+                                let mut part = Array2::zeros((m - col0, n));
+                                for (q, k0) in rows.clone().step_by(step).enumerate() {
+                                    let ks = k0..(k0 + step).min(rows.end);
+                                    let c = &mut part.view_mut();
+                                    mat_mul_at(&packed, ks, col0, &b3, q > 0, c);
+                                }
+                                let want = want.slice(s![col0.., ..]);
+                                let runs = b3.dim().1;
+                                let what = format!("piece {p} from column {col0}, runs of {runs}");
+                                assert_eq!(want, part, "{case}: {what}");
                             }
-                            let want = want.slice(s![col0.., ..]);
-                            assert_eq!(want, part, "{case}: piece {p} from column {col0}");
                         }
                     }
                 }
@@ -1272,14 +1369,15 @@ mod tests {
     fn packed_at_refuses_rows_off_its_blocks() {
         let (k, m) = (2 * KC, 16);
         let a = filled(k, m, 0.5);
-        let packed = PackedAt::build(k, m, 2, 1, |p, dst| {
+        let packed = PackedAt::build(m, even(k, 2), 1, |p, dst| {
             dst.copy_from_slice(a.row(p).as_slice().unwrap())
         });
         let ok = |ks: std::ops::Range<usize>| {
             std::panic::catch_unwind(|| {
-                let b = filled(ks.len(), 32, 0.7);
+                let b = filled(KC, 32, 0.7); // (a piece's rows)
                 let mut c = Array2::zeros((m, 32));
-                mat_mul_at(&packed, ks, 0, &b.view(), false, &mut c.view_mut());
+                let b = b.view().insert_axis(Axis(0));
+                mat_mul_at(&packed, ks, 0, &b, false, &mut c.view_mut());
             })
             .is_ok()
         };

@@ -312,15 +312,25 @@ pub(crate) fn join<A: Send, B: Send>(
 }
 
 /// Runs `job` once per item, the items shared out among as many threads (the caller's and its
-/// [`team`]); one item: on the caller's thread.
+/// [`team`]); one item: on the caller's thread. Each thread takes item number [`team::member`]
+/// first, so that a job reading what that thread's chunks of a time loop wrote (see
+/// [`slices`]) finds it in its own core's caches; a thread done with its own takes any left.
 pub(crate) fn run_parallel<T: Send>(items: Vec<T>, job: impl Fn(T) + Sync) {
     let threads = items.len();
-    let queue = std::sync::Mutex::new(items.into_iter());
+    let queue: std::sync::Mutex<Vec<Option<T>>> =
+        std::sync::Mutex::new(items.into_iter().map(Some).collect());
     team::workers(threads, &|| {
         let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
+        let mine = team::member();
         loop {
-            // (the lock is released before the job runs)
-            let next = queue.lock().expect("no worker panicked").next();
+            // (its own item first, then any left; the lock is released before the job runs)
+            let next = {
+                let mut queue = queue.lock().expect("no worker panicked");
+                match queue.get_mut(mine).and_then(Option::take) {
+                    Some(item) => Some(item),
+                    None => queue.iter_mut().find_map(Option::take),
+                }
+            };
             let Some(item) = next else { break };
             job(item);
         }
@@ -476,26 +486,34 @@ pub(crate) fn weight_grads<F: Real>(
 }
 
 /// Pieces the weight-gradient sum over T·B is cut into (fewer when T·B is shorter than that
-/// many [`gemm::KC`]-deep blocks): even pieces, rows p·T·B / 2 on (see [`gemm::PackedAt`]),
-/// each summed into a partial product of its own, the partials then added in order. The cut
-/// depends on the shape alone, never on the thread count, so every thread count computes the
-/// same sums. Two threads take one piece each: each reads half of [h | x | 1] and of da,
-/// once, where cutting P into column blocks had both threads read all of [h | x | 1], twice.
-/// Measured against that split (two threads, alternating blocks of steps in one process): RNN
-/// steps 0.89–0.91×, GRU 0.97, LSTM 0.96–0.99 (H = 256: 1.00–1.01); with the pieces also cut
-/// into column blocks the gain was gone (BENCHMARKS.md). The pieces were first whole numbers
-/// of KC blocks, which at T·B = 6400 (25 blocks) left one thread a block more of work and
-/// the other waiting for it; cut evenly, the product (work and wait on the calling thread,
-/// timed per region) took 7.42–7.56 ms instead of 7.73–7.90 at LSTM H = 256, 1.50–1.51
-/// instead of 1.50–1.63 for the GRU.
+/// many [`gemm::KC`]-deep blocks, or the batch has fewer rows): piece p is the batch's rows
+/// p·B / 2 … (p + 1)·B / 2 at every timestep, t by t (see [`gemm::PackedAt`]), summed into a
+/// partial product of its own, the partials then added in order. The cut depends on the
+/// shape alone, never on the thread count, so every thread count computes the same sums.
+/// Two threads take one piece each: each reads half of [h | x | 1] and of da, once, where
+/// cutting P into column blocks had both threads read all of [h | x | 1], twice (measured
+/// against that split: RNN steps 0.89–0.91×, GRU 0.97, LSTM 0.96–0.99, H = 256 1.00–1.01;
+/// BENCHMARKS.md). And the half each reads is the half its own time loops wrote (the rows of
+/// its chunks, see [`slices`]), from its own core's caches: the pieces were first halves of
+/// the timesteps, of which each thread had written only half the rows. Alternating runs,
+/// order alternated, 8 pairs, against those pieces: RNN H = 64 0.937, H = 128 0.954, LSTM
+/// H = 64 0.954, H = 128 0.986, B = 128 0.973, H = 256 0.989, T = 400 0.971, GRU 0.940. Each
+/// piece is cut evenly (at T·B = 6400, whole numbers of KC blocks left one thread a block
+/// more of work and the other waiting for it: the product took 7.73–7.90 ms at LSTM H = 256
+/// instead of 7.42–7.56, timed per region).
 pub(crate) const K_PIECES: usize = 2;
+
+/// The batch's rows in piece `p` of `pieces` of the weight-gradient sum (see [`K_PIECES`]).
+fn piece_rows(batch: usize, pieces: usize, p: usize) -> std::ops::Range<usize> {
+    p * batch / pieces..(p + 1) * batch / pieces
+}
 
 /// P = [h_{t−1} | x_t | 1]ᵀ · da, summed over all steps: (H + I + 1, C) for `da` (T·B, C).
 /// Rows 0…H−1 hold Σ_t h_{t−1}ᵀ da_t, rows H…H+I−1 Σ_t x_tᵀ da_t, row H+I Σ_t Σ_b da_t: the
 /// weight and bias gradients, transposed. `hs` (T+1, B, H) is consumed (only h₀ … h_{T−1}
 /// are read), `x` is (T, B, I). [h_{t−1} | x_t | 1] is built once, in the layout the product
-/// reads ([`gemm::PackedAt`]), and shared by the threads. The sum is cut along T·B into
-/// [`K_PIECES`] even pieces (P = P₀ + P₁), and each piece, with its columns of P cut into as many
+/// reads ([`gemm::PackedAt`]), and shared by the threads. The sum is cut into [`K_PIECES`]
+/// pieces by rows of the batch (P = P₀ + P₁), and each piece, with its columns of P cut into as many
 /// groups as the threads need beyond one per piece, is advanced through its part of the sum in
 /// slices of KC-deep blocks by whichever thread is free (see [`slices`]); each entry is the
 /// same sums in the same order whatever the threads. Only the first `h_cols` columns of da
@@ -513,16 +531,34 @@ pub(crate) fn grad_product<F: Real>(
     let (t_len, b, i) = x.dim();
     let h = hs.dim().2;
     let (m, cols_total) = (h + i + 1, da.ncols());
-    // A = [h_{t−1} | x_t | 1]: (T·B, H + I + 1), row by row, rows split over the threads
     let k = t_len * b;
-    let h_prev = hs.slice(s![..t_len, .., ..]);
-    let h_prev = h_prev.into_shape_with_order((k, h)).expect("contiguous");
-    let x2 = x.into_shape_with_order((k, i)).expect("contiguous");
-    // The pieces of the sum: even, each summed in KC-deep blocks from its first row on.
-    let pieces = K_PIECES.min(k.div_ceil(gemm::KC)).max(1);
-    let a = gemm::PackedAt::build(k, m, pieces, threads, |p, dst| {
-        dst[..h].copy_from_slice(h_prev.row(p).to_slice().expect("standard layout"));
-        dst[h..h + i].copy_from_slice(x2.row(p).to_slice().expect("standard layout"));
+    let da = da
+        .into_shape_with_order((t_len, b, cols_total))
+        .expect("contiguous");
+    // The pieces of the sum: the batch cut into even ranges of rows, each piece those rows at
+    // every timestep, t by t, summed in KC-deep blocks from its first row on.
+    let pieces = K_PIECES.min(k.div_ceil(gemm::KC)).min(b).max(1);
+    let batch_rows: Vec<_> = (0..pieces).map(|p| piece_rows(b, pieces, p)).collect();
+    let rows_of_a: Vec<std::ops::Range<usize>> = batch_rows
+        .iter()
+        .map(|r| t_len * r.start..t_len * r.end)
+        .collect();
+    // A = [h_{t−1} | x_t | 1]: (T·B, H + I + 1) in the pieces' order, row by row, a piece
+    // per thread
+    let (h_all, x_all) = (hs.as_slice(), x.to_slice());
+    let (h_all, x_all) = (
+        h_all.expect("standard layout"),
+        x_all.expect("standard layout"),
+    );
+    let a = gemm::PackedAt::build(m, rows_of_a.clone(), threads, |q, dst| {
+        let p = rows_of_a
+            .iter()
+            .rposition(|r| r.start <= q)
+            .expect("row 0 on");
+        let (run, q) = (batch_rows[p].len(), q - rows_of_a[p].start);
+        let row = q / run * b + batch_rows[p].start + q % run; // (t, r) → t·B + r
+        dst[..h].copy_from_slice(&h_all[row * h..][..h]);
+        dst[h..h + i].copy_from_slice(&x_all[row * i..][..i]);
         dst[h + i] = F::one();
     });
     pool::recycle(hs);
@@ -560,18 +596,19 @@ pub(crate) fn grad_product<F: Real>(
     for (p, partial) in partials.iter_mut().enumerate() {
         let rows = a.piece(p);
         let (out_h, out_rest) = partial.view_mut().split_at(Axis(1), h_cols);
-        let (da_h, da_rest) = da.slice(s![rows.clone(), ..]).split_at(Axis(1), h_cols);
+        let da = da.slice(s![.., batch_rows[p].clone(), ..]); // (T, rows, C)
+        let (da_h, da_rest) = da.split_at(Axis(2), h_cols);
         let out_rest = out_rest.slice_move(s![skip.., ..]);
         let mut parts: Vec<Vec<_>> = (0..groups).map(|_| Vec::new()).collect();
         for (mut out, mut da, row0) in [(out_h, da_h, 0), (out_rest, da_rest, skip)] {
-            let cols = da.ncols().div_ceil(groups).next_multiple_of(gemm::NR);
+            let cols = da.dim().2.div_ceil(groups).next_multiple_of(gemm::NR);
             for group in parts.iter_mut() {
-                let w = cols.min(da.ncols());
+                let w = cols.min(da.dim().2);
                 if w == 0 {
                     break;
                 }
                 let (out_w, out_next) = out.split_at(Axis(1), w);
-                let (da_w, da_next) = da.split_at(Axis(1), w);
+                let (da_w, da_next) = da.split_at(Axis(2), w);
                 group.push((out_w, da_w, row0));
                 (out, da) = (out_next, da_next);
             }
@@ -580,15 +617,16 @@ pub(crate) fn grad_product<F: Real>(
     }
     // (the last piece is the longest)
     let steps = a.piece(pieces - 1).len().div_ceil(depth);
+    // (each chunk's slices go to the thread whose time loops wrote its rows of da and h: the
+    // chunks of piece p are p·groups … (p + 1)·groups − 1, see `slices`)
     slices::run(chunks, steps, threads, |(start, len, parts), blocks| {
         let ks = (blocks.start * depth).min(*len)..(blocks.end * depth).min(*len);
         if ks.is_empty() {
             return;
         }
         for (out, da, row0) in parts.iter_mut() {
-            let da = da.slice(s![ks.clone(), ..]);
             let rows = *start + ks.start..*start + ks.end;
-            gemm::mat_mul_at(&a, rows, *row0, &da, ks.start > 0, out)
+            gemm::mat_mul_at(&a, rows, *row0, da, ks.start > 0, out)
         }
     });
     a.recycle();
@@ -688,6 +726,26 @@ mod tests {
         }
     }
 
+    /// On two threads each piece of the weight-gradient sum is made of the rows of the time
+    /// loops' chunks that the thread taking that piece first owns (the batches of the standard
+    /// configurations and a few others): what it reads it wrote itself.
+    #[test]
+    fn each_thread_sums_the_rows_its_time_loops_wrote() {
+        let threads = 2;
+        for b in [64, 128, 32, 96, 256] {
+            let rows = slices::chunk_rows(b, threads);
+            let chunks = b.div_ceil(rows);
+            for c in 0..chunks {
+                let chunk = c * rows..((c + 1) * rows).min(b);
+                let piece = piece_rows(b, K_PIECES, slices::owner(c, chunks, threads));
+                assert!(
+                    piece.start <= chunk.start && chunk.end <= piece.end,
+                    "B {b}: chunk {c} (rows {chunk:?}) is not in its owner's piece {piece:?}"
+                );
+            }
+        }
+    }
+
     /// The weight-gradient product, cut into pieces along T·B (3 and 4 KC blocks: pieces of
     /// unequal length; one block: a single piece), against the sums in f64: the same numbers
     /// on 1–3 threads, close to the exact ones, and the rows of h_{t−1} left zero in the
@@ -695,7 +753,7 @@ mod tests {
     #[test]
     fn grad_product_matches_the_sums_on_any_threads() {
         let (h, i, c, h_cols) = (13, 2, 40, 30); // c − h_cols: columns without h_{t−1}
-        for (t, b) in [(9, 64), (2, 100), (16, 56)] {
+        for (t, b) in [(9, 64), (2, 100), (16, 56), (5, 67)] {
             let k = t * b;
             let f = |n: usize, seed: usize| ((n * 7919 + seed) % 1009) as f32 / 504.5 - 1.0;
             let hs = Array3::from_shape_fn((t + 1, b, h), |(s, r, u)| f(s * b * h + r * h + u, 1));

@@ -10,9 +10,11 @@
 //! cut into more chunks than threads (`chunk_rows`) and every thread repeatedly takes the
 //! free chunk that is furthest behind and advances it by [`SLICE`] steps: a faster core simply
 //! takes more slices, all chunks finish at about the same time, and the idle time at the end
-//! is at most a slice or two. Each thread has chunks of its own (index ≡ its place in the
-//! team, modulo the threads) and takes those first while they are at most a slice ahead of
-//! the furthest behind: on equal cores a chunk's rows (its h, c and running gradients) then
+//! is at most a slice or two. Each thread has chunks of its own (one even run of them: with
+//! two threads, the calling thread the first half of the batch's rows, the helper the
+//! second) and takes those first while they are at most a slice ahead of the furthest
+//! behind: on equal cores a chunk's rows (its h, c and running gradients, and what it writes
+//! into the caches, which the backward pass and the weight-gradient product read again) then
 //! stay in one core's caches instead of moving to the other core every few slices. Against
 //! always taking the furthest behind (alternating runs, order alternated, 8 pairs, two
 //! threads, medians of the pairs), twice in a slow phase of the host: RNN H = 64 0.986 and
@@ -21,8 +23,10 @@
 //! phase all eight standard configurations 0.982–1.004 (noise).
 //!
 //! The weight-gradient product after the loop is scheduled the same way (`grad_product`):
-//! its chunks are pieces of the sum over T·B (with groups of columns when there are more
-//! threads than pieces), its "steps" the 256-deep blocks of a piece.
+//! its chunks are pieces of the sum over T·B (each a range of the batch's rows at every
+//! timestep: with two threads, the rows each thread's own chunks of the time loops hold;
+//! with groups of columns when there are more threads than pieces), its "steps" the
+//! 256-deep blocks of a piece.
 //!
 //! Which thread runs which slice varies from run to run, but no number depends on it: each
 //! row's arithmetic is the same whatever chunk it is in and whoever advances it, so results
@@ -61,11 +65,12 @@ pub(crate) fn run<C: Send>(
         return;
     }
     // Each slot: the chunk (None while a thread works on it) and how many steps it has done.
+    let n = chunks.len();
     let slots: Mutex<Vec<(Option<C>, usize)>> =
         Mutex::new(chunks.into_iter().map(|c| (Some(c), 0)).collect());
     let worker = || {
         let _flush = crate::fpu::FlushSubnormals::new(); // as on the caller's thread
-        // this thread's own chunks: those whose index is its place in the team, modulo
+        // this thread's own chunks: the home-th of `threads` even runs of them
         let home = super::team::member() % threads;
         let mut held: Option<(usize, C)> = None;
         loop {
@@ -85,7 +90,7 @@ pub(crate) fn run<C: Send>(
                     return; // all done, or the rest in other threads' hands
                 };
                 let own = free
-                    .filter(|&(i, done)| i % threads == home && done <= behind.1 + SLICE)
+                    .filter(|&(i, done)| owner(i, n, threads) == home && done <= behind.1 + SLICE)
                     .min_by_key(|&(_, done)| done);
                 let (i, done) = own.unwrap_or(behind);
                 let end = (done + SLICE).min(steps);
@@ -97,6 +102,13 @@ pub(crate) fn run<C: Send>(
         }
     };
     super::team::workers(threads, &worker);
+}
+
+/// The thread whose own chunk `i` of `n` is: the chunks cut into `threads` even runs, thread
+/// j owning run j (so that, with the batch's rows in order, a thread owns one range of rows,
+/// whose part of the weight-gradient sum it computes after the loop).
+pub(crate) fn owner(i: usize, n: usize, threads: usize) -> usize {
+    i * threads / n.max(1)
 }
 
 /// [`run`] walking time backwards: every chunk sees the step ranges (steps−SLICE)..steps,
