@@ -7,8 +7,10 @@
 //! same adding-task inputs (I = 2, O = 1), one fixed batch sampled once. Reported per
 //! configuration: the median wall time over `--steps` steps after `--warmup` steps, its spread
 //! (the interquartile range over the median: how much the shared host's speed moved during
-//! the measurement), sequences per second, and the achieved GFLOP/s with the count of
-//! [`step_flops`].
+//! the measurement), sequences per second, the achieved GFLOP/s with the count of
+//! [`step_flops`], and with two or more threads the one-way latency between two threads right
+//! after ([`handoff_ns`]: how far apart the host put the cores, which the small
+//! configurations feel).
 //!
 //! The peak: the same products the step consists of, timed alone at the same shapes — the
 //! per-step recurrent product (B, H)·(H, G·H) and the weight-gradient product
@@ -187,6 +189,8 @@ pub struct BenchRow {
     pub peak_gflops: Option<f64>,
     /// PyTorch's ms per step from --compare, if the configuration is there.
     pub torch_ms: Option<f64>,
+    /// [`handoff_ns`] right after the step was timed (runs on two or more threads).
+    pub handoff_ns: Option<f64>,
 }
 
 impl BenchRow {
@@ -308,6 +312,7 @@ pub fn measure(config: &BenchConfig, threads: usize, warmup: usize, steps: usize
         seq_per_s: config.batch as f64 / (ms / 1e3),
         gflops: step_flops(config) / (ms / 1e3) / 1e9,
         peak_gflops: None,
+        handoff_ns: None,
         torch_ms: None,
     }
 }
@@ -398,6 +403,115 @@ pub fn step_peak_gflops(c: &BenchConfig, threads: usize) -> f64 {
     let wgrad = matmul_gflops(h + INPUT + 1, gh, tb, true, 1) * threads.max(1) as f64;
     1.0 / ((2.0 / 3.0) / recurrent + (1.0 / 3.0) / wgrad)
 }
+
+/// One-way handoff latency between two threads, in ns: two threads, pinned to two different
+/// CPUs of the process where the system lets them be (Linux), pass a counter back and forth
+/// through one atomic, both spinning, and half a round trip is reported (the median of
+/// [`HANDOFF_ROUNDS`] rounds of up to [`HANDOFF_TRIPS`] round trips, each round stopped after
+/// 20 ms). It is the least a join between the threads of one run costs, and it tells where the
+/// host put the two cores: on this project's VM it read 25–40 ns when the two vCPUs were
+/// close and 170–210 ns when they were far apart — when the threads' caches are that far
+/// apart, whatever one thread reads of what the other wrote comes slowly too (reading 4 MiB
+/// the other thread had just written: 36–45 GB/s against 110–125), and the small
+/// configurations' steps take up to ~30% longer (BENCHMARKS.md). Unpinned threads read
+/// 100–500 ns there even on a quiet host (the scheduler moves them), and a thread that has to
+/// wait for a core (more threads busy than cores) reads as microseconds or more.
+pub fn handoff_ns() -> f64 {
+    // (after a training step the team's helpers spin for a while: let them park first, or
+    // three threads share the two cores)
+    std::thread::sleep(3 * crate::cell::team::SPIN);
+    let cpus = allowed_cpus();
+    let pin = |i: usize| {
+        if let [first, second, ..] = cpus[..] {
+            pin_to([first, second][i]);
+        }
+    };
+    let counter = AtomicUsize::new(0);
+    let stop = usize::MAX;
+    let round = || -> f64 {
+        counter.store(0, Ordering::SeqCst);
+        // (both ends on threads of their own, so that pinning them leaves the caller's
+        // thread, and the helpers it starts later, free to run anywhere)
+        std::thread::scope(|s| {
+            // the partner answers every odd value with the next even one
+            s.spawn(|| {
+                pin(1);
+                let mut seen = 0;
+                loop {
+                    let v = counter.load(Ordering::Acquire);
+                    if v == stop {
+                        return;
+                    }
+                    if v != seen && v % 2 == 1 {
+                        counter.store(v + 1, Ordering::Release);
+                        seen = v;
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+            let ns = s.spawn(|| {
+                pin(0);
+                let start = Instant::now();
+                let mut trips = 0;
+                while trips < HANDOFF_TRIPS {
+                    let v = 2 * trips + 1;
+                    counter.store(v, Ordering::Release);
+                    while counter.load(Ordering::Acquire) != v + 1 {
+                        std::hint::spin_loop();
+                    }
+                    trips += 1;
+                    if trips % 64 == 0 && start.elapsed().as_millis() >= 20 {
+                        break;
+                    }
+                }
+                let ns = start.elapsed().as_secs_f64() * 1e9 / trips as f64 / 2.0;
+                counter.store(stop, Ordering::Release);
+                ns
+            });
+            ns.join().expect("handoff thread")
+        })
+    };
+    let mut rounds: Vec<f64> = (0..HANDOFF_ROUNDS).map(|_| round()).collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[HANDOFF_ROUNDS / 2]
+}
+
+/// The CPUs this process may run on (Linux; elsewhere none are known).
+fn allowed_cpus() -> Vec<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, and sched_getaffinity writes at most
+        // its size into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) == 0 {
+                return (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&c| libc::CPU_ISSET(c, &set))
+                    .collect();
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Pins the calling thread to CPU `cpu` (Linux; elsewhere nothing happens).
+fn pin_to(cpu: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: as in `allowed_cpus`; the set names one CPU, and a failure leaves the thread as
+    // it was.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = cpu;
+}
+
+/// Rounds [`handoff_ns`] times.
+pub const HANDOFF_ROUNDS: usize = 5;
+/// Round trips in one round of [`handoff_ns`] at most.
+pub const HANDOFF_TRIPS: usize = 20_000;
 
 /// Back-to-back pairs [`sweep_efficiency`] measures.
 pub const SWEEP_PAIRS: usize = 5;
@@ -650,7 +764,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map_err(|e| crate::commands::usage(e.context("--csv")))?;
     }
     println!(
-        "rnnlab bench: {} threads, median of {} steps after {} warm-up (spread: their interquartile range over the median; large when the host was busy); CPU: AVX-512 kernels {}",
+        "rnnlab bench: {} threads, median of {} steps after {} warm-up (spread: their interquartile range over the median; large when the host was busy; handoff: the one-way latency between two threads, large when the host put the cores far apart); CPU: AVX-512 kernels {}",
         args.threads,
         args.steps,
         args.warmup,
@@ -674,7 +788,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let mut rows = Vec::new();
     println!(
-        "{:<5} {:>4} {:>4} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "{:<5} {:>4} {:>4} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>7} {:>9} {:>8} {:>8}",
         "model",
         "H",
         "B",
@@ -686,7 +800,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "peak",
         "%peak",
         "torch ms",
-        "speedup"
+        "speedup",
+        "handoff"
     );
     for c in &configs {
         let mut row = measure(c, args.threads, args.warmup, args.steps);
@@ -694,8 +809,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             row.peak_gflops = Some(step_peak_gflops(c, args.threads));
         }
         row.torch_ms = torch.iter().find(|(tc, _)| tc == c).map(|(_, ms)| *ms);
+        row.handoff_ns = (args.threads >= 2).then(handoff_ns);
         println!(
-            "{:<5} {:>4} {:>4} {:>5} {:>9.2} {:>7} {:>9.0} {:>8.1} {:>8} {:>7} {:>9} {:>8}",
+            "{:<5} {:>4} {:>4} {:>5} {:>9.2} {:>7} {:>9.0} {:>8.1} {:>8} {:>7} {:>9} {:>8} {:>8}",
             c.cell.name(),
             c.hidden,
             c.batch,
@@ -709,6 +825,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             fmt_opt(row.peak_fraction(), |v| format!("{:.1}%", 100.0 * v)),
             fmt_opt(row.torch_ms, |v| format!("{v:.2}")),
             fmt_opt(row.speedup(), |v| format!("{v:.2}×")),
+            fmt_opt(row.handoff_ns, |v| format!("{v:.0} ns")),
         );
         rows.push(row);
     }
@@ -772,6 +889,7 @@ pub fn write_csv(path: &std::path::Path, rows: &[BenchRow]) -> Result<()> {
         "speedup_vs_torch",
         "ms_q1",
         "ms_q3",
+        "handoff_ns",
     ])?;
     for r in rows {
         let c = &r.config;
@@ -791,6 +909,7 @@ pub fn write_csv(path: &std::path::Path, rows: &[BenchRow]) -> Result<()> {
             fmt_opt(r.speedup(), |v| format!("{v:.3}")),
             format!("{:.3}", r.ms_quartiles.0),
             format!("{:.3}", r.ms_quartiles.1),
+            fmt_opt(r.handoff_ns, |v| format!("{v:.1}")),
         ])?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
@@ -858,13 +977,24 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("framework,model,hidden,batch,seq_len,ms_per_step,"));
         assert!(
-            text.lines().next().unwrap().ends_with(",ms_q1,ms_q3"),
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with(",ms_q1,ms_q3,handoff_ns"),
             "{text}"
         );
         let back = read_torch_csv(&path).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].0, c);
         assert!((back[0].1 - ms).abs() < 1e-3, "{} against {ms}", back[0].1); // 3 decimals
+    }
+
+    /// The handoff probe ends (also when the partner thread cannot run at once) and reads a
+    /// latency: more than nothing, less than the 20 ms a round may take.
+    #[test]
+    fn handoff_is_a_latency() {
+        let ns = handoff_ns();
+        assert!(ns > 0.0 && ns < 2e7, "{ns} ns");
     }
 
     #[test]
