@@ -344,13 +344,11 @@ pub fn mat_mul_at<F: Real>(
     }
     let panels = match &a.data {
         APacking::Plain(a) => {
-            // (ndarray's product wants B as one matrix: B's rows as one, if they are)
+            // (ndarray's product wants B as one matrix: one product per run, each added to
+            // C in turn — always, even where the runs would make one matrix, so that the
+            // sums do not depend on whether they do: a product split into groups of columns,
+            // as more threads split it, must give the same numbers)
             let a = a.slice(ndarray::s![ks.clone(), col0..]);
-            if let Ok(b) = b.view().into_shape_with_order((runs * run, n)) {
-                let b = b.slice(ndarray::s![first..first + ks.len(), ..]);
-                return mat_mul(&a.t(), &b, accumulate, c);
-            }
-            // (else one product per run, each added to C in turn)
             let mut q = first;
             while q < first + ks.len() {
                 let (r, i) = (q / run, q % run);
