@@ -97,8 +97,14 @@ pub fn take<F: Clone + num_traits::Zero + 'static, D: Dimension, Sh: IntoDimensi
         .unwrap_or_else(|| fresh(need));
     // (the allocation does not move, so its aligned start is known before it is filled)
     let start = aligned_start(&buf);
-    buf.truncate(start + len);
-    buf.resize(start + len, F::zero()); // only a fresh (or shorter) buffer is extended with zeros
+    // Only a fresh buffer, or one never used this long, is extended (with zeros: the memory
+    // must hold values). A buffer keeps the length it has had, and the array covers the part
+    // it needs: truncated to each array, a buffer that served a short array and then a long
+    // one was zero-filled over the difference every time (steps whose buffers changed roles,
+    // such as a GRU's after an LSTM's in one `rnnlab bench`, took ~5% longer).
+    if buf.len() < start + len {
+        buf.resize(start + len, F::zero());
+    }
     place(buf, start, dim)
 }
 
@@ -119,10 +125,12 @@ pub fn aligned_zeros<F: Clone + num_traits::Zero, D: Dimension, Sh: IntoDimensio
     place(buf, start, dim)
 }
 
-/// `buf[start..]` (exactly the elements of `dim`) as an array of `dim`.
+/// `buf[start..start + |dim|]` as an array of `dim` (which owns all of `buf`: [`recycle`] gets
+/// the whole buffer back).
 fn place<F, D: Dimension>(buf: Vec<F>, start: usize, dim: D) -> Array<F, D> {
+    let end = start + dim.size();
     Array1::from_vec(buf)
-        .slice_move(ndarray::s![start..])
+        .slice_move(ndarray::s![start..end])
         .into_shape_with_order(dim)
         .expect("length matches the shape")
 }
