@@ -314,8 +314,8 @@ fn blocks(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
 /// over k at the blocks' bounds and accumulating the parts in order gives bit-identical
 /// results on the fast path (the kernel adds each block into C in turn anyway); see
 /// [`splits_k_exactly`]. Every entry is the same whatever `col0`. (Elsewhere, with ndarray's
-/// product, B's rows in runs that do not make one matrix are summed a run at a time: one
-/// product per run, added into C in turn, rather than a copy of B.)
+/// product, the sum goes a run of B's rows at a time: one product per run, added into C in
+/// turn, rather than a copy of B.)
 pub fn mat_mul_at<F: Real>(
     a: &PackedAt<F>,
     ks: std::ops::Range<usize>,
@@ -624,7 +624,7 @@ enum Init {
     /// C itself: C ← C + A·B.
     C,
     /// [`Affine`], computed in each tile before the sum is stored: C ← (bias + X·W) + A·B,
-    /// X(i, q) = x[i·x_rs + q] for q < `q`, W(q, j) = w[q·w_rs + j], bias(j) = bias[j].
+    /// X(i, q) = x[i·x_rs + q] for q < `q`, W(q, j) = w[q·w_rs + j], bias(j) = `bias[j]`.
     Affine {
         x: *const f32,
         x_rs: isize,
@@ -1016,9 +1016,10 @@ mod avx512 {
     /// One R × 32 tile of C: R·2 accumulator registers, B's row loaded as two vectors, A's
     /// entries broadcast. The sum over p runs in increasing order, then is added to what
     /// `init` says. `FULL`: all 32 columns exist (m0 = m1 = all ones). `STRIP`: B is read in
-    /// place from memory, fetched [`AHEAD`] rows ahead into L1 and [`FAR_AHEAD`] into L2,
-    /// and each row loaded is also stored at `strip[p·NR..]` (on a cache line) for the tiles
-    /// below this one. `FETCH`:
+    /// place from memory, its row p at `b + offsets[p]` (rows in runs, see [`BLayout`]),
+    /// fetched [`AHEAD`] rows ahead into L1 and [`FAR_AHEAD`] into L2, and each row loaded is
+    /// also stored at `strip[p·NR..]` (on a cache line) for the tiles below this one
+    /// (`offsets` holds FAR_AHEAD entries past the block for the fetches). `FETCH`:
     /// [`FETCH_A`]: A is in panels, and the next tile's panel, which follows this one's, is
     /// fetched into L1 along the way, a line every other p; [`FETCH_B`]: B is in panels, and
     /// its row p + [`FETCH_B_AHEAD`] is fetched into L1 with row p. `PANEL_A`: A is in MR-row
