@@ -160,7 +160,6 @@ fn pack_panel<F: Real>(b: ArrayView2<F>, j0: usize, panel: &mut [F]) {
 #[derive(Clone, Debug)]
 pub struct PackedAt<F> {
     data: APacking<F>,
-    k: usize,
     m: usize,
     /// The pieces' rows, in order: 0 … k between them.
     pieces: Vec<Range<usize>>,
@@ -217,7 +216,7 @@ impl<F: Real> PackedAt<F> {
                 }
             });
             let data = APacking::Plain(a);
-            return PackedAt { data, k, m, pieces };
+            return PackedAt { data, m, pieces };
         }
         let m_pad = m.div_ceil(MR) * MR;
         // from the buffer pool: a fresh one would cost a page fault per 4 KiB every step
@@ -261,7 +260,7 @@ impl<F: Real> PackedAt<F> {
             }
         });
         let data = APacking::Panels(panels);
-        PackedAt { data, k, m, pieces }
+        PackedAt { data, m, pieces }
     }
 
     /// Hands the buffer back to the pool (see [`super::pool`]).
@@ -274,7 +273,7 @@ impl<F: Real> PackedAt<F> {
 
     /// (k, m)
     pub fn dim(&self) -> (usize, usize) {
-        (self.k, self.m)
+        (self.pieces.last().expect("a piece").end, self.m)
     }
 
     /// The rows of piece `p`.
@@ -1287,7 +1286,7 @@ mod tests {
     /// `pieces` even pieces of k rows.
     fn even(k: usize, pieces: usize) -> Vec<Range<usize>> {
         (0..pieces)
-            .map(|p| p * k / pieces..(p + 1) * k / pieces)
+            .map(|p| crate::cell::piece_rows(k, pieces, p))
             .collect()
     }
 

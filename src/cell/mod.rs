@@ -503,9 +503,10 @@ pub(crate) fn weight_grads<F: Real>(
 /// instead of 7.42–7.56, timed per region).
 pub(crate) const K_PIECES: usize = 2;
 
-/// The batch's rows in piece `p` of `pieces` of the weight-gradient sum (see [`K_PIECES`]).
-fn piece_rows(batch: usize, pieces: usize, p: usize) -> std::ops::Range<usize> {
-    p * batch / pieces..(p + 1) * batch / pieces
+/// Piece `p` of `n` rows cut into `pieces` even pieces: rows p·n / pieces … (p + 1)·n / pieces
+/// (the batch's rows in piece p of the weight-gradient sum, see [`K_PIECES`]).
+fn piece_rows(n: usize, pieces: usize, p: usize) -> std::ops::Range<usize> {
+    p * n / pieces..(p + 1) * n / pieces
 }
 
 /// P = [h_{t−1} | x_t | 1]ᵀ · da, summed over all steps: (H + I + 1, C) for `da` (T·B, C).
