@@ -186,6 +186,24 @@ pub fn clear() {
 mod tests {
     use super::*;
 
+    /// A buffer that served a short array and then serves a longer one again is neither
+    /// reallocated nor filled over the difference: `take` leaves what was there.
+    #[test]
+    fn a_buffer_keeps_its_length_between_short_and_long_arrays() {
+        clear();
+        let mut long = take::<f32, _, _>(1000);
+        long.fill(7.0);
+        let ptr = long.as_ptr();
+        recycle(long);
+        let short = take::<f32, _, _>(10);
+        assert_eq!(short.as_ptr(), ptr);
+        recycle(short);
+        let again = take::<f32, _, _>(1000);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.iter().all(|&v| v == 7.0), "zero-filled: {again:?}");
+        clear();
+    }
+
     #[test]
     fn recycled_buffers_come_back_zeroed_and_typed() {
         clear();
